@@ -1,0 +1,246 @@
+"""Frozen-layer patterns (which blocks) and freeze mechanisms (how).
+
+Patterns map a name and a depth to block indices. Mechanisms are small objects behind one
+interface, in a registry keyed by name: each decides which parameters the optimizer gets, how
+the blocks run in the forward pass, and how backward is called.
+
+Semantics worth knowing (they are what the suite measures):
+
+* An op is recorded in the autograd graph only if one of its inputs requires grad, so a frozen
+  *prefix* with ``requires_grad=False`` records nothing, exactly like ``no_grad``; a frozen
+  *middle* block with ``requires_grad=False`` still back-propagates dX and skips only dW.
+* ``no_grad``/``inference_mode`` around a block that is not a prefix cuts the graph: every
+  trainable block before it silently receives no gradient.
+* ``optimizer_only`` computes and stores gradients for frozen parameters: full backward cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .models import BlockModel
+from .spec import PATTERNS, CaseError
+
+__all__ = [
+    "MECHANISMS",
+    "PATTERN_DOCS",
+    "Mechanism",
+    "get_mechanism",
+    "pattern_blocks",
+    "segments",
+]
+
+
+def _prefix(depth: int) -> list[int]:
+    return list(range(max(1, depth // 2)))
+
+
+def _suffix(depth: int) -> list[int]:
+    return list(range(depth - max(1, depth // 2), depth))
+
+
+def _middle(depth: int) -> list[int]:
+    if depth < 3:
+        raise CaseError(
+            f"pattern 'middle' needs depth >= 3 (a trainable block on each side), got depth={depth}"
+        )
+    k = max(1, depth // 3)
+    start = (depth - k) // 2
+    return list(range(start, start + k))
+
+
+def _alternating(depth: int) -> list[int]:
+    if depth < 2:
+        raise CaseError(f"pattern 'alternating' needs depth >= 2, got depth={depth}")
+    return list(range(1, depth, 2))
+
+
+_PATTERNS: dict[str, Callable[[int], list[int]]] = {
+    "none": lambda depth: [],
+    "prefix": _prefix,
+    "suffix": _suffix,
+    "middle": _middle,
+    "alternating": _alternating,
+    "all_but_head": lambda depth: list(range(depth)),
+}
+
+PATTERN_DOCS: dict[str, str] = {
+    "none": "nothing frozen (the baseline)",
+    "prefix": "blocks 0 .. max(1, depth//2) - 1 (the first half)",
+    "suffix": "the last max(1, depth//2) blocks (the second half)",
+    "middle": "k = max(1, depth//3) blocks starting at (depth-k)//2 (the middle third); depth >= 3",
+    "alternating": "the odd blocks 1, 3, 5, ... (every other block, block 0 trainable); depth >= 2",
+    "all_but_head": "every block; only the head trains",
+    "explicit": "the indices given with --bench-blocks",
+}
+
+
+def pattern_blocks(pattern: str, depth: int, explicit: Sequence[int] = ()) -> tuple[int, ...]:
+    """Block indices frozen by ``pattern`` at ``depth``.
+
+    Raises :class:`CaseError` for an unknown pattern, a depth the pattern cannot apply to, or an
+    explicit index outside ``0..depth-1``.
+    """
+    if pattern not in PATTERNS:
+        raise CaseError(f"pattern={pattern!r} is not one of: {', '.join(PATTERNS)}")
+    if depth < 1:
+        raise CaseError(f"depth={depth} must be a positive integer")
+    if pattern == "explicit":
+        if not explicit:
+            raise CaseError("pattern 'explicit' needs block indices (--bench-blocks 1,3)")
+        bad = [i for i in explicit if not 0 <= i < depth]
+        if bad:
+            raise CaseError(
+                f"--bench-blocks index {bad[0]} is out of range for depth={depth} "
+                f"(valid: 0..{depth - 1})"
+            )
+        return tuple(sorted(set(explicit)))
+    return tuple(_PATTERNS[pattern](depth))
+
+
+def segments(depth: int, frozen: frozenset[int]) -> list[tuple[bool, list[int]]]:
+    """Runs of consecutive blocks with the same frozen state: ``[(is_frozen, [indices]), ...]``."""
+    out: list[tuple[bool, list[int]]] = []
+    for i in range(depth):
+        f = i in frozen
+        if out and out[-1][0] == f:
+            out[-1][1].append(i)
+        else:
+            out.append((f, [i]))
+    return out
+
+
+def frozen_parameters(model: BlockModel, frozen: frozenset[int]) -> list[nn.Parameter]:
+    return [p for i in sorted(frozen) for p in model.blocks[i].parameters()]
+
+
+def trainable_parameters(model: BlockModel, frozen: frozenset[int]) -> list[nn.Parameter]:
+    """Parameters that should train: unfrozen blocks and the head, in model order."""
+    frozen_ids = {id(p) for p in frozen_parameters(model, frozen)}
+    return [p for p in model.parameters() if id(p) not in frozen_ids]
+
+
+class Mechanism:
+    """How frozen blocks are kept fixed. Subclasses override the hooks they need.
+
+    * :meth:`prepare` runs once on a fresh model: sets flags and modes and returns the parameters
+      the optimizer gets.
+    * :meth:`forward` runs the blocks and the head; :meth:`frozen_context` wraps each run of
+      consecutive frozen blocks and :meth:`leave_frozen` converts its output on the way out.
+    * :meth:`backward` runs the backward pass.
+    """
+
+    name: ClassVar[str]
+    doc: ClassVar[str]
+
+    def prepare(self, model: BlockModel, frozen: frozenset[int]) -> list[nn.Parameter]:
+        return trainable_parameters(model, frozen)
+
+    def frozen_context(self) -> contextlib.AbstractContextManager[object]:
+        return contextlib.nullcontext()
+
+    def leave_frozen(self, x: Tensor) -> Tensor:
+        return x
+
+    def forward(self, model: BlockModel, x: Tensor, frozen: frozenset[int]) -> Tensor:
+        for is_frozen, idx in segments(len(model.blocks), frozen):
+            if is_frozen:
+                with self.frozen_context():
+                    for i in idx:
+                        x = model.blocks[i](x)
+                x = self.leave_frozen(x)
+            else:
+                for i in idx:
+                    x = model.blocks[i](x)
+        out: Tensor = model.head(x)
+        return out
+
+    def backward(self, loss: Tensor, trainable: Sequence[nn.Parameter]) -> None:
+        loss.backward()
+
+
+class Baseline(Mechanism):
+    name = "none"
+    doc = "nothing frozen: every parameter trains (the baseline)"
+
+    def prepare(self, model: BlockModel, frozen: frozenset[int]) -> list[nn.Parameter]:
+        return list(model.parameters())
+
+
+class NoGrad(Mechanism):
+    name = "no_grad"
+    doc = "frozen blocks run under torch.no_grad(); only unfrozen parameters go to the optimizer"
+
+    def frozen_context(self) -> contextlib.AbstractContextManager[object]:
+        return torch.no_grad()
+
+
+class InferenceMode(Mechanism):
+    name = "inference_mode"
+    doc = (
+        "frozen blocks run under torch.inference_mode(); their output is cloned outside it so "
+        "autograd may save it"
+    )
+
+    def frozen_context(self) -> contextlib.AbstractContextManager[object]:
+        return torch.inference_mode()
+
+    def leave_frozen(self, x: Tensor) -> Tensor:
+        # An inference tensor cannot be saved for backward; a clone made outside inference mode
+        # is a normal tensor.
+        return x.clone()
+
+
+class RequiresGrad(Mechanism):
+    name = "requires_grad"
+    doc = "frozen parameters get requires_grad=False; only the others go to the optimizer"
+
+    def prepare(self, model: BlockModel, frozen: frozenset[int]) -> list[nn.Parameter]:
+        for p in frozen_parameters(model, frozen):
+            p.requires_grad_(False)
+        return trainable_parameters(model, frozen)
+
+
+class OptimizerOnly(Mechanism):
+    name = "optimizer_only"
+    doc = (
+        "everything stays trainable; only unfrozen parameters go to the optimizer "
+        "(frozen ones still get gradients)"
+    )
+
+
+class BackwardInputs(Mechanism):
+    name = "backward_inputs"
+    doc = "everything stays trainable; loss.backward(inputs=trainable parameters)"
+
+    def backward(self, loss: Tensor, trainable: Sequence[nn.Parameter]) -> None:
+        loss.backward(inputs=list(trainable))
+
+
+MECHANISMS: dict[str, type[Mechanism]] = {
+    m.name: m for m in (Baseline, NoGrad, InferenceMode, RequiresGrad, OptimizerOnly, BackwardInputs)
+}
+
+
+def get_mechanism(name: str) -> Mechanism:
+    """A fresh mechanism object; raises :class:`CaseError` naming the choices."""
+    if name not in MECHANISMS:
+        raise CaseError(f"mechanism={name!r} is not one of: {', '.join(MECHANISMS)}")
+    return MECHANISMS[name]()
+
+
+def set_frozen_mode(model: BlockModel, frozen: frozenset[int], mode: str) -> None:
+    """Put frozen blocks in ``eval`` mode (or leave everything in ``train``)."""
+    for i in frozen:
+        model.blocks[i].train(mode == "train")
+
+
+def iter_frozen_buffers(model: BlockModel, frozen: frozenset[int]) -> Iterator[tuple[str, Tensor]]:
+    for i in sorted(frozen):
+        for name, b in model.blocks[i].named_buffers():
+            yield f"blocks.{i}.{name}", b

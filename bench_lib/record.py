@@ -1,0 +1,97 @@
+"""The versioned record each benchmark writes into pytest-benchmark's ``extra_info``.
+
+This module is the one place that names every field, its unit and when it is null. The README's
+schema table is checked against :data:`FIELDS` by a test. Add fields freely; never rename one.
+Bytes are bytes and times are seconds; values are scaled only when rendered. A value a device
+cannot measure is ``None`` (JSON null), never 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["FIELDS", "SCHEMA_VERSION", "STATUSES", "Field", "RecordError", "make_record"]
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "oom", "error")
+
+
+class RecordError(ValueError):
+    """A record is missing fields or has fields the schema does not name."""
+
+
+@dataclass(frozen=True)
+class Field:
+    unit: str
+    doc: str
+    null_when: str = ""
+
+
+FIELDS: dict[str, Field] = {
+    "schema_version": Field("-", f"version of this schema (now {SCHEMA_VERSION})"),
+    "case_id": Field("-", "the readable pytest id of the case"),
+    "scenario": Field("-", "`sweep`, or `seed` for the X-feeds-Y scenario"),
+    "model": Field("-", "model family: mlp, transformer, cnn, xy"),
+    "depth": Field("blocks", "number of blocks (a trainable head follows them)"),
+    "width": Field("features", "hidden size (mlp, transformer d_model, xy) or channels (cnn)"),
+    "batch_size": Field("samples", "samples per step"),
+    "seq_len": Field("tokens", "sequence length", "the family has no sequence (mlp, cnn)"),
+    "image_size": Field("pixels", "image side", "the family has no image (not cnn)"),
+    "pattern": Field("-", "frozen-layer pattern name"),
+    "frozen_blocks": Field("list of int", "block indices frozen by the pattern at this depth"),
+    "mechanism": Field("-", "freeze mechanism name (`none` for the baseline)"),
+    "frozen_mode": Field("-", "`train` or `eval`: the mode frozen blocks run in"),
+    "optimizer": Field("-", "adamw or sgd (momentum 0.9)"),
+    "device": Field("-", "cpu or cuda"),
+    "dtype": Field("-", "parameter and activation dtype"),
+    "threads": Field("threads", "torch intra-op threads in force during the case"),
+    "seed": Field("-", "seed of the model initialisation; the batch uses seed + 1"),
+    "gc_enabled": Field("bool", "whether Python's garbage collector was enabled while timing"),
+    "warmup_rounds": Field("steps", "untimed steps before the timed rounds"),
+    "rounds": Field("steps", "timed steps (pytest-benchmark rounds of one iteration each)"),
+    "status": Field("-", "`ok`, `oom` (out of memory) or `error`"),
+    "status_message": Field("-", "the error message", "status is `ok`"),
+    "peak_memory_bytes": Field(
+        "bytes", "peak bytes allocated during one steady-state step (method in memory_method)"
+    ),
+    "peak_reserved_bytes": Field(
+        "bytes", "peak bytes reserved by the CUDA caching allocator", "device is cpu"
+    ),
+    "memory_method": Field(
+        "-", "`cuda_allocator` (torch.cuda peak stats) or `profiler_events` (CPU allocation events)"
+    ),
+    "rss_bytes": Field("bytes", "process resident set size after the memory pass (context only)"),
+    "param_bytes": Field("bytes", "all parameters, frozen and trainable"),
+    "grad_bytes": Field("bytes", "gradients held after backward (frozen ones included if any)"),
+    "optimizer_state_bytes": Field("bytes", "optimizer state after one step"),
+    "saved_activation_bytes": Field(
+        "bytes", "tensors saved for backward in the forward pass, parameters excluded, storages once"
+    ),
+    "trainable_params": Field("elements", "parameters that should train (unfrozen blocks, head)"),
+    "frozen_params": Field("elements", "parameters in frozen blocks"),
+    "time_ratio": Field("ratio", "median of case/baseline step-time ratios over interleaved pairs"),
+    "time_ratio_ci_low": Field(
+        "ratio", "lower end of the 95% distribution-free interval of that median", "pairs < 6"
+    ),
+    "time_ratio_ci_high": Field("ratio", "upper end of that interval", "pairs < 6"),
+    "ratio_pairs": Field("pairs", "number of interleaved baseline/case pairs"),
+    "ratio_samples": Field("list of ratio", "every pair's ratio, in the order measured"),
+}
+
+
+def make_record(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A record with exactly the :data:`FIELDS` keys, in schema order.
+
+    ``schema_version`` is filled in. Raises :class:`RecordError` naming missing or unknown keys.
+    """
+    given = dict(values)
+    given.setdefault("schema_version", SCHEMA_VERSION)
+    missing = [k for k in FIELDS if k not in given]
+    unknown = [k for k in given if k not in FIELDS]
+    if missing or unknown:
+        raise RecordError(f"record fields missing: {missing}; unknown: {unknown}")
+    if given["status"] not in STATUSES:
+        raise RecordError(f"status={given['status']!r} is not one of: {', '.join(STATUSES)}")
+    return {k: given[k] for k in FIELDS}

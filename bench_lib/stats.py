@@ -1,0 +1,101 @@
+"""Small, dependency-free statistics and the interleaved ratio measurement.
+
+The timed loop itself belongs to pytest-benchmark. This module measures a case's time *relative
+to its baseline* in a separate pass: baseline and case steps run in interleaved pairs, so that
+the drift of a shared, noisy machine hits both sides of each pair alike and cancels in the ratio.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["Clock", "RatioResult", "interleaved_ratio", "median", "median_ci", "quantile"]
+
+
+class Clock:
+    """The clock seam: tests replace ``Clock.now`` with a fake that returns seeded times."""
+
+    now: Callable[[], float] = staticmethod(time.perf_counter)
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default), ``0 <= q <= 1``."""
+    if not values:
+        raise ValueError("quantile of an empty sequence")
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def median(values: Sequence[float]) -> float:
+    return quantile(values, 0.5)
+
+
+def _binom_cdf(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2)."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+
+
+def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """Distribution-free confidence interval for the median, from order statistics.
+
+    Returns ``(x_(j), x_(n+1-j))`` (1-based order statistics) for the largest ``j`` with coverage
+    ``1 - 2 * P(Binomial(n, 1/2) <= j-1) >= confidence``, or ``None`` when ``n`` is too small to
+    reach the confidence at all (n < 6 for 95%).
+    """
+    n = len(values)
+    xs = sorted(values)
+    best: int | None = None
+    for j in range(1, n // 2 + 1):
+        if 1 - 2 * _binom_cdf(j - 1, n) >= confidence:
+            best = j
+        else:
+            break
+    if best is None:
+        return None
+    return xs[best - 1], xs[n - best]
+
+
+@dataclass(frozen=True)
+class RatioResult:
+    """Case time over baseline time, per interleaved pair, with the median and its interval."""
+
+    ratios: tuple[float, ...]
+    median: float
+    ci_low: float | None
+    ci_high: float | None
+
+    @property
+    def pairs(self) -> int:
+        return len(self.ratios)
+
+
+def interleaved_ratio(
+    case_step: Callable[[], object], baseline_step: Callable[[], object], pairs: int
+) -> RatioResult:
+    """Time ``pairs`` pairs of (baseline, case) steps, alternating which runs first (ABBA order
+    cancels a steady drift and any first-in-pair effect), and return the ratios case/baseline.
+
+    Both callables must synchronize their device before returning.
+    """
+    if pairs < 1:
+        raise ValueError(f"pairs={pairs} must be >= 1")
+    ratios: list[float] = []
+    for i in range(pairs):
+        order = ("baseline", "case") if i % 2 == 0 else ("case", "baseline")
+        times: dict[str, float] = {}
+        for role in order:
+            fn = case_step if role == "case" else baseline_step
+            t0 = Clock.now()
+            fn()
+            times[role] = Clock.now() - t0
+        ratios.append(times["case"] / times["baseline"])
+    ci = median_ci(ratios)
+    return RatioResult(
+        tuple(ratios), median(ratios), ci[0] if ci else None, ci[1] if ci else None
+    )

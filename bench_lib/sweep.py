@@ -1,0 +1,244 @@
+"""Named profiles (as data), command-line filters, and deterministic case generation.
+
+A profile is a list of grids; each grid is a cross product over its axes for one model family
+plus a per-case :class:`~bench_lib.runner.Budget`. Every grid point with a frozen pattern also
+gets its baseline (pattern ``none``, mechanism ``none``), once per (model, depth, width, batch,
+optimizer, device, dtype, threads).
+
+Filters from the command line *replace* an axis's values in every grid (``--bench-depth 32``
+sweeps depth 32 even if no profile lists it); ``--bench-model`` picks the grids whose family is
+listed. Combinations that cannot exist (``middle`` at depth 2) are returned as skips with the
+reason, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .freezing import pattern_blocks
+from .runner import Budget
+from .spec import (
+    DEVICES,
+    DTYPES,
+    FROZEN_MODES,
+    MECHANISMS,
+    MODELS,
+    OPTIMIZERS,
+    PATTERNS,
+    Case,
+    CaseError,
+    check_choice,
+)
+
+__all__ = ["PROFILES", "Filters", "Grid", "Profile", "Skip", "generate", "parse_list", "shard"]
+
+ALL_PATTERNS = tuple(p for p in PATTERNS if p != "explicit")
+FREEZE_MECHANISMS = tuple(m for m in MECHANISMS if m != "none")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A cross product over one model family. ``extra`` holds family sizes (seq_len, image_size)."""
+
+    model: str
+    depths: tuple[int, ...]
+    width: int
+    batch_size: int
+    patterns: tuple[str, ...] = ALL_PATTERNS
+    mechanisms: tuple[str, ...] = FREEZE_MECHANISMS
+    optimizers: tuple[str, ...] = ("adamw",)
+    dtypes: tuple[str, ...] = ("float32",)
+    frozen_modes: tuple[str, ...] = ("train",)
+    extra: tuple[tuple[str, int], ...] = ()
+    scenario: str = "sweep"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    grids: tuple[Grid, ...]
+    budget: Budget
+    devices: tuple[str, ...] = ("cpu",)
+    threads: tuple[int, ...] = (1,)
+
+
+# The seed scenario: model X (frozen transformer encoder) feeding model Y (trained with AdamW).
+def _seed(width: int, batch: int, depth: int = 4, seq: int = 32) -> Grid:
+    return Grid(
+        "xy", (depth,), width, batch, patterns=("none", "prefix"), extra=(("seq_len", seq),),
+        scenario="seed",
+    )
+
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(
+        "quick",
+        "every model, pattern and mechanism once at small sizes (CI, smoke runs): about a minute",
+        (
+            Grid("mlp", (4,), 64, 16),
+            Grid("mlp", (4,), 64, 16, patterns=("none", "middle"), optimizers=("sgd",)),
+            Grid("transformer", (4,), 32, 4, extra=(("seq_len", 16),)),
+            Grid("cnn", (4,), 8, 4, extra=(("image_size", 8),)),
+            _seed(32, 4, seq=16),
+        ),
+        Budget(warmup_rounds=2, target_time_s=0.1, min_rounds=5, max_rounds=50, ratio_pairs=8),
+    ),
+    "default": Profile(
+        "default",
+        "what a person runs on a laptop CPU: three depths, realistic widths, under 15 minutes",
+        (
+            Grid("mlp", (4, 8, 16), 512, 64, optimizers=("adamw", "sgd")),
+            Grid("transformer", (4, 8), 128, 8, extra=(("seq_len", 64),)),
+            Grid("cnn", (4, 8), 32, 16, extra=(("image_size", 32),)),
+            _seed(128, 8, depth=8, seq=64),
+        ),
+        Budget(warmup_rounds=3, target_time_s=0.4, min_rounds=5, max_rounds=100, ratio_pairs=15),
+    ),
+    "full": Profile(
+        "full",
+        "what a person runs on a GPU: deeper, wider, both dtypes and frozen modes",
+        (
+            Grid("mlp", (4, 8, 16, 32), 2048, 256, optimizers=("adamw", "sgd"),
+                 dtypes=("float32", "bfloat16")),
+            Grid("transformer", (4, 8, 16), 512, 32, dtypes=("float32", "bfloat16"),
+                 extra=(("seq_len", 256),)),
+            Grid("cnn", (4, 8, 16), 64, 64, frozen_modes=("train", "eval"),
+                 extra=(("image_size", 64),)),
+            _seed(512, 32, depth=8, seq=256),
+        ),
+        Budget(warmup_rounds=5, target_time_s=1.0, min_rounds=10, max_rounds=500, ratio_pairs=31),
+        devices=("cuda",),
+    ),
+}
+
+
+def parse_list(option: str, text: str, choices: Sequence[str] | None = None) -> tuple[str, ...]:
+    """Split ``"a,b"`` into names, checking each against ``choices``; raises :class:`CaseError`."""
+    items = tuple(s.strip() for s in text.split(","))
+    if not text.strip() or any(not s for s in items):
+        raise CaseError(f"{option}={text!r} is empty or has an empty item; give a comma list")
+    if choices is not None:
+        for s in items:
+            check_choice(option, s, choices)
+    return tuple(dict.fromkeys(items))
+
+
+def parse_ints(option: str, text: str, minimum: int = 1) -> tuple[int, ...]:
+    out = []
+    for s in parse_list(option, text):
+        try:
+            v = int(s)
+        except ValueError:
+            raise CaseError(f"{option}={text!r}: {s!r} is not an integer") from None
+        if v < minimum:
+            raise CaseError(f"{option}={text!r}: {v} must be >= {minimum}")
+        out.append(v)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Axis overrides from the command line; ``None`` keeps the profile's values."""
+
+    models: tuple[str, ...] | None = None
+    depths: tuple[int, ...] | None = None
+    widths: tuple[int, ...] | None = None
+    batch_sizes: tuple[int, ...] | None = None
+    patterns: tuple[str, ...] | None = None
+    mechanisms: tuple[str, ...] | None = None
+    optimizers: tuple[str, ...] | None = None
+    devices: tuple[str, ...] | None = None
+    dtypes: tuple[str, ...] | None = None
+    threads: tuple[int, ...] | None = None
+    frozen_modes: tuple[str, ...] | None = None
+    blocks: tuple[int, ...] | None = None
+    seeds: tuple[int, ...] = field(default=(0,))
+
+    def __post_init__(self) -> None:
+        for name, choices in (
+            ("models", MODELS), ("patterns", PATTERNS), ("mechanisms", MECHANISMS),
+            ("optimizers", OPTIMIZERS), ("devices", DEVICES), ("dtypes", DTYPES),
+            ("frozen_modes", FROZEN_MODES),
+        ):
+            for v in getattr(self, name) or ():
+                check_choice(name, v, choices)
+        if self.patterns and "explicit" in self.patterns and not self.blocks:
+            raise CaseError("pattern 'explicit' needs --bench-blocks (e.g. --bench-blocks 1,3)")
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A grid point that cannot be a case, with the reason (shown by pytest and the report)."""
+
+    id: str
+    reason: str
+
+
+def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> tuple[list[Case], list[Skip]]:
+    patterns = f.patterns or grid.patterns
+    if f.blocks and f.patterns is None:
+        patterns = ("none", "explicit")
+    mechanisms = tuple(m for m in (f.mechanisms or grid.mechanisms) if m != "none")
+    cases: list[Case] = []
+    skips: list[Skip] = []
+    for depth, width, batch, opt, device, dtype, threads, seed in itertools.product(
+        f.depths or grid.depths,
+        f.widths or (grid.width,),
+        f.batch_sizes or (grid.batch_size,),
+        f.optimizers or grid.optimizers,
+        f.devices or profile.devices,
+        f.dtypes or grid.dtypes,
+        f.threads or profile.threads,
+        f.seeds,
+    ):
+        base = Case(
+            grid.model, depth, width, batch, optimizer=opt, device=device, dtype=dtype,
+            threads=threads, seed=seed, scenario=grid.scenario, extra=grid.extra,
+        )
+        if "none" in patterns:
+            cases.append(base)
+        for pattern in patterns:
+            if pattern == "none":
+                continue
+            try:
+                blocks = pattern_blocks(pattern, depth, f.blocks or ())
+            except CaseError as e:
+                skips.append(Skip(f"{base.id}-{pattern}", str(e)))
+                continue
+            for mech, mode in itertools.product(mechanisms, f.frozen_modes or grid.frozen_modes):
+                cases.append(
+                    dataclasses.replace(
+                        base, pattern=pattern, frozen_blocks=blocks, mechanism=mech,
+                        frozen_mode=mode,
+                    )
+                )
+    return cases, skips
+
+
+def generate(profile: Profile, filters: Filters) -> tuple[list[Case], list[Skip]]:
+    """All cases of ``profile`` narrowed by ``filters``, deduplicated, in a stable order."""
+    cases: dict[Case, None] = {}
+    skips: dict[Skip, None] = {}
+    for grid in profile.grids:
+        if filters.models is not None and grid.model not in filters.models:
+            continue
+        c, s = _grid_cases(grid, profile, filters)
+        cases.update(dict.fromkeys(c))
+        skips.update(dict.fromkeys(s))
+    return list(cases), list(skips)
+
+
+def shard(items: Sequence[Case], index: int, count: int) -> list[Case]:
+    """Every ``count``-th case starting at ``index`` (0-based), keeping a case with its baseline.
+
+    Cases are assigned by their baseline's id, so a shard holds whole groups.
+    """
+    if count < 1 or not 0 <= index < count:
+        raise CaseError(f"shard {index}/{count}: need 0 <= index < count")
+    groups = list(dict.fromkeys(c.baseline() for c in items))
+    mine = {g for i, g in enumerate(groups) if i % count == index}
+    return [c for c in items if c.baseline() in mine]
