@@ -7,12 +7,15 @@ option, the value and the choices, before anything runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench_lib import env
 from bench_lib.devices import cuda_unavailable_reason
+from bench_lib.journal import Journal, JournalError, read_journal
 from bench_lib.runner import Budget
 from bench_lib.spec import (
     DEVICES,
@@ -58,21 +61,48 @@ PLAN_KEY = pytest.StashKey[Plan]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("freeze-bench", "freeze-bench sweep (comma lists replace an axis)")
     group.addoption(
-        "--bench-profile", default="default", metavar="NAME",
+        "--bench-profile",
+        default="default",
+        metavar="NAME",
         help=f"profile: {', '.join(f'{k} ({p.description})' for k, p in PROFILES.items())}",
     )
     for opt, _, choices, what in _LIST_OPTIONS:
         hint = f" ({', '.join(choices)})" if choices else ""
         group.addoption(opt, default=None, metavar="LIST", help=f"comma list of {what}{hint}")
-    group.addoption("--bench-blocks", default=None, metavar="LIST",
-                    help="explicit frozen block indices, e.g. 1,3 (pattern 'explicit')")
+    group.addoption(
+        "--bench-blocks",
+        default=None,
+        metavar="LIST",
+        help="explicit frozen block indices, e.g. 1,3 (pattern 'explicit')",
+    )
     group.addoption("--bench-seed", default=None, metavar="LIST", help="comma list of seeds")
-    group.addoption("--bench-shard", default=None, metavar="I/N",
-                    help="run shard I of N (0-based); a case stays with its baseline")
-    group.addoption("--bench-pairs", default=None, metavar="N",
-                    help="interleaved baseline/case pairs per case (the profile's by default)")
-    group.addoption("--bench-time", default=None, metavar="SECONDS",
-                    help="target seconds of timed rounds per case (the profile's by default)")
+    group.addoption(
+        "--bench-shard",
+        default=None,
+        metavar="I/N",
+        help="run shard I of N (0-based); a case stays with its baseline",
+    )
+    group.addoption(
+        "--bench-pairs",
+        default=None,
+        metavar="N",
+        help="interleaved baseline/case pairs per case (the profile's by default)",
+    )
+    group.addoption(
+        "--bench-journal", default=None, metavar="PATH",
+        help="append every finished case to this JSON-lines file at once "
+        "(default: BENCHMARK_JSON.journal.jsonl when --benchmark-json is given)",
+    )  # fmt: skip
+    group.addoption(
+        "--bench-resume", action="store_true", default=False,
+        help="skip cases already in the journal and carry their results into the JSON",
+    )  # fmt: skip
+    group.addoption(
+        "--bench-time",
+        default=None,
+        metavar="SECONDS",
+        help="target seconds of timed rounds per case (the profile's by default)",
+    )
 
 
 def _filters(config: pytest.Config) -> Filters:
@@ -120,19 +150,103 @@ def _plan(config: pytest.Config) -> Plan:
     if not cases and not skips:
         raise CaseError("these --bench-* options select no case at all")
     needs_cuda = any(c.device == "cuda" for c in cases)
-    return Plan(name, cases, skips, _budget(config, profile.budget),
-                cuda_unavailable_reason() if needs_cuda else None)
+    return Plan(
+        name,
+        cases,
+        skips,
+        _budget(config, profile.budget),
+        cuda_unavailable_reason() if needs_cuda else None,
+    )
+
+
+def _journal_path(config: pytest.Config) -> Path | None:
+    if (path := config.getoption("--bench-journal")) is not None:
+        return Path(path)
+    json_file = getattr(config.option, "benchmark_json", None)
+    name = getattr(json_file, "name", None)
+    return Path(f"{name}.journal.jsonl") if isinstance(name, str) else None
 
 
 class _Session:
-    """Per-run state: the plan, and the skips seen (TestReport carries no config)."""
+    """Per-run state: the plan, the journal, the skips and failures seen."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, journal_path: Path | None, resume: bool) -> None:
         self.plan = plan
+        self.journal_path = journal_path
+        self.resume = resume
+        self.journal: Journal | None = None
+        self.resumed: list[dict[str, Any]] = []
         self.skipped: list[dict[str, str]] = []
+        self.failed: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = []
+        if resume:
+            if journal_path is None:
+                raise CaseError(
+                    "--bench-resume needs a journal: --bench-journal or --benchmark-json"
+                )
+            if journal_path.exists():
+                try:
+                    self.resumed = read_journal(journal_path).entries
+                except (JournalError, OSError) as e:
+                    raise CaseError(f"--bench-resume: {e}") from None
+
+    def _header(self, config: pytest.Config) -> dict[str, Any]:
+        bs = getattr(config, "_benchmarksession", None)
+        return {
+            "machine_info": bs.get_machine_info() if bs else env.machine_info(),
+            "datetime": datetime.now(timezone.utc).isoformat(),
+            "freeze_bench": self._summary(),
+        }
+
+    def _summary(self) -> dict[str, Any]:
+        return {
+            "profile": self.plan.profile,
+            "budget": vars(self.plan.budget),
+            "cases_planned": len(self.plan.cases),
+            "cuda_unavailable_reason": self.plan.cuda_reason,
+        }
+
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        done = {str(e["extra_info"]["case_id"]) for e in self.resumed}
+        if not done:
+            return
+        keep: list[pytest.Item] = []
+        drop: list[pytest.Item] = []
+        for item in items:
+            params = getattr(item, "callspec", None)
+            case = params.params.get("case_params") if params else None
+            case_id = Case.from_dict(case).id if case else None
+            (drop if case_id in done else keep).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if self.journal_path is not None:
+            self.journal = Journal(
+                self.journal_path, self._header(session.config), resume=self.resume
+            )
+
+    def add_record(self, case: Case, record: dict[str, Any], entry: dict[str, Any] | None) -> None:
+        """Keep a finished case: journal it at once; ``entry`` is pytest-benchmark's entry of a
+        timed case, ``None`` for one that failed before its timed loop (JSON ``failed`` list)."""
+        self.records.append(record)
+        if entry is None:
+            entry = {
+                "name": case.id,
+                "group": case.baseline().id,
+                "params": {"case_params": case.to_dict()},
+                "extra_info": record,
+                "stats": None,
+            }
+            self.failed.append(entry)
+        if self.journal is not None:
+            self.journal.append(entry)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.skipped and "case_params" in report.keywords:
+        if report.skipped and "freeze_bench" in report.keywords and not hasattr(report, "wasxfail"):
             longrepr = report.longrepr
             reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
             case_id = report.nodeid.partition("[")[2].removesuffix("]")
@@ -146,29 +260,56 @@ class _Session:
     def pytest_benchmark_update_json(
         self, config: pytest.Config, benchmarks: list[Any], output_json: dict[str, Any]
     ) -> None:
+        resumed_ok = [e for e in self.resumed if e.get("stats")]
+        output_json["benchmarks"].extend(resumed_ok)
         output_json["freeze_bench"] = {
-            "profile": self.plan.profile,
-            "budget": vars(self.plan.budget),
-            "cases_planned": len(self.plan.cases),
+            **self._summary(),
             "skipped": self.skipped,
-            "cuda_unavailable_reason": self.plan.cuda_reason,
+            "failed": [e for e in self.resumed if not e.get("stats")] + self.failed,
+            "resumed": len(self.resumed),
+            "journal": str(self.journal_path) if self.journal_path else None,
         }
 
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """pytest-benchmark writes no JSON when no case was timed (all skipped or failed), yet it
+        has already truncated the ``--benchmark-json`` file. Write one with the skips and
+        failures, so that the run still says what happened."""
+        if self.journal is not None:
+            self.journal.close()
+        bs = getattr(session.config, "_benchmarksession", None)
+        if bs is None or not getattr(bs, "json", None) or bs.benchmarks:
+            return
+        config = session.config
+        commit_info = config.hook.pytest_benchmark_generate_commit_info(config=config)
+        output = config.hook.pytest_benchmark_generate_json(
+            config=config, benchmarks=[], include_data=True,
+            machine_info=bs.get_machine_info(), commit_info=commit_info,
+        )  # fmt: skip
+        config.hook.pytest_benchmark_update_json(config=config, benchmarks=[], output_json=output)
+        bs.save_json(output)
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.skipped and not terminalreporter.stats.get("passed"):
+        stats = terminalreporter.stats
+        ran = [r for r in stats.get("passed", []) if "freeze_bench" in r.keywords]
+        if not ran and not self.skipped and not self.failed and not self.resumed:
             return
-        ran = [r for r in terminalreporter.stats.get("passed", []) if "case_params" in r.keywords]
-        if not ran and not self.skipped:
-            return
+        failed = sum(1 for r in self.records_failed())
         terminalreporter.section("freeze-bench")
         terminalreporter.write_line(
-            f"profile {self.plan.profile}: {len(ran)} cases measured, {len(self.skipped)} skipped"
+            f"profile {self.plan.profile}: {len(ran)} cases measured, {failed} recorded as "
+            f"oom/error, {len(self.skipped)} skipped, {len(self.resumed)} resumed from journal"
         )
+        if self.journal_path is not None:
+            terminalreporter.write_line(f"journal: {self.journal_path}")
         if self.plan.cuda_reason:
             terminalreporter.write_line(f"CUDA cases skipped: {self.plan.cuda_reason}")
         for s in self.skipped:
             if s["reason"] != self.plan.cuda_reason:
                 terminalreporter.write_line(f"skipped {s['id']}: {s['reason']}")
+
+    def records_failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["status"] != "ok"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -177,8 +318,12 @@ def pytest_configure(config: pytest.Config) -> None:
         plan = _plan(config)
     except CaseError as e:
         raise pytest.UsageError(f"freeze-bench: {e}") from None
+    try:
+        session = _Session(plan, _journal_path(config), config.getoption("--bench-resume"))
+    except CaseError as e:
+        raise pytest.UsageError(f"freeze-bench: {e}") from None
     config.stash[PLAN_KEY] = plan
-    config.pluginmanager.register(_Session(plan), "freeze-bench-session")
+    config.pluginmanager.register(session, "freeze-bench-session")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -192,10 +337,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             marks.append(pytest.mark.skip(reason=plan.cuda_reason))
         params.append(pytest.param(case.to_dict(), id=case.id, marks=marks))
     for skip in plan.skips:
-        params.append(pytest.param(None, id=skip.id, marks=pytest.mark.skip(reason=skip.reason)))
+        params.append(
+            pytest.param(
+                None,
+                id=skip.id,
+                marks=[pytest.mark.freeze_bench, pytest.mark.skip(reason=skip.reason)],
+            )
+        )
     metafunc.parametrize("case_params", params)
 
 
 @pytest.fixture
 def bench_budget(request: pytest.FixtureRequest) -> Budget:
     return request.config.stash[PLAN_KEY].budget
+
+
+@pytest.fixture
+def bench_session(request: pytest.FixtureRequest) -> _Session:
+    session = request.config.pluginmanager.get_plugin("freeze-bench-session")
+    assert isinstance(session, _Session)
+    return session

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from .models import BlockModel
 from .spec import PATTERNS, CaseError
+
+if TYPE_CHECKING:
+    from .training import Workload
 
 __all__ = [
     "MECHANISMS",
@@ -132,11 +135,16 @@ class Mechanism:
       the optimizer gets.
     * :meth:`forward` runs the blocks and the head; :meth:`frozen_context` wraps each run of
       consecutive frozen blocks and :meth:`leave_frozen` converts its output on the way out.
-    * :meth:`backward` runs the backward pass.
+    * :meth:`zero_grad`, :meth:`backward` and :meth:`after_backward` frame the backward pass.
+
+    ``warm_steps`` is how many steps must run before the mechanism is in its steady state (a
+    late freeze happens only then); the validity check runs after them.
     """
 
     name: ClassVar[str]
     doc: ClassVar[str]
+    trap: ClassVar[bool] = False
+    warm_steps: ClassVar[int] = 0
 
     def prepare(self, model: BlockModel, frozen: frozenset[int]) -> list[nn.Parameter]:
         return trainable_parameters(model, frozen)
@@ -160,8 +168,14 @@ class Mechanism:
         out: Tensor = model.head(x)
         return out
 
+    def zero_grad(self, w: Workload) -> None:
+        w.optimizer.zero_grad(set_to_none=True)
+
     def backward(self, loss: Tensor, trainable: Sequence[nn.Parameter]) -> None:
         loss.backward()
+
+    def after_backward(self, w: Workload) -> None:
+        """Runs between backward and the optimizer step."""
 
 
 class Baseline(Mechanism):
@@ -222,8 +236,71 @@ class BackwardInputs(Mechanism):
         loss.backward(inputs=list(trainable))
 
 
+# The traps: ways of "freezing" that people write and that are wrong in some setting. Each is a
+# selectable mechanism so that the suite can show the verdict it deserves.
+
+
+class ZeroedGradInOptimizer(Mechanism):
+    name = "zeroed_grad_in_optimizer"
+    doc = (
+        "trap: every parameter stays in the optimizer and frozen gradients are zeroed after "
+        "backward (weight decay and momentum still move them)"
+    )
+    trap = True
+
+    def prepare(self, model: BlockModel, frozen: frozenset[int]) -> list[nn.Parameter]:
+        return list(model.parameters())
+
+    def after_backward(self, w: Workload) -> None:
+        for p in w.frozen_params:
+            if p.grad is not None:
+                p.grad.zero_()
+
+
+class LateFreeze(Mechanism):
+    name = "late_freeze"
+    doc = (
+        "trap: train everything for a step, then set requires_grad=False on frozen parameters "
+        "while zero_grad(set_to_none=False) keeps their zero gradients (momentum moves them)"
+    )
+    trap = True
+    warm_steps = 2
+
+    def prepare(self, model: BlockModel, frozen: frozenset[int]) -> list[nn.Parameter]:
+        return list(model.parameters())
+
+    def zero_grad(self, w: Workload) -> None:
+        if w.steps == 1:
+            for p in w.frozen_params:
+                p.requires_grad_(False)
+        w.optimizer.zero_grad(set_to_none=False)
+
+
+class InferenceModeNoCopy(InferenceMode):
+    name = "inference_mode_nocopy"
+    doc = (
+        "trap: frozen blocks under torch.inference_mode() and their output fed to autograd "
+        "as is (raises when a later op saves it for backward)"
+    )
+    trap = True
+
+    def leave_frozen(self, x: Tensor) -> Tensor:
+        return x
+
+
 MECHANISMS: dict[str, type[Mechanism]] = {
-    m.name: m for m in (Baseline, NoGrad, InferenceMode, RequiresGrad, OptimizerOnly, BackwardInputs)
+    m.name: m
+    for m in (
+        Baseline,
+        NoGrad,
+        InferenceMode,
+        RequiresGrad,
+        OptimizerOnly,
+        BackwardInputs,
+        ZeroedGradInOptimizer,
+        LateFreeze,
+        InferenceModeNoCopy,
+    )
 }
 
 

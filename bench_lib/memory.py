@@ -6,9 +6,12 @@ CUDA: the caching allocator's peak statistics (``torch.cuda.max_memory_allocated
 CPU: there is no caching allocator to ask, and process RSS carries everything earlier in the
 process. The suite reads the profiler's allocation events instead (``profile_memory=True``):
 every CPU allocation and free during the step, in time order. The peak is the bytes live when
-the step starts (parameters, buffers, optimizer state, batch; gradients are released first,
-as ``zero_grad(set_to_none=True)`` would) plus the highest running total of the step's own
-allocations. Method name: ``profiler_events``.
+the step starts (parameters, buffers, optimizer state, batch, gradients the mechanism keeps
+after its ``zero_grad``) plus the highest running total of the step's own allocations.
+Method name: ``profiler_events``.
+
+Both methods include everything live on the device: parameters, gradients, optimizer state,
+batch and the step's activations and temporaries.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ def cpu_peak_allocated(fn: Callable[[], object]) -> int:
     events = [
         e
         for e in prof.profiler.kineto_results.events()  # type: ignore[union-attr]
-        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
+        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU  # type: ignore[attr-defined]
     ]
     events.sort(key=lambda e: e.start_ns())
     running = peak = 0
@@ -115,10 +118,10 @@ def measure_peak_memory(w: Workload) -> MemoryResult:
             CUDA_METHOD,
             _rss(),
         )
-    # Release gradients the way zero_grad(set_to_none=True) does at the start of a step, so that
-    # no memory older than the profiler is freed inside it (the profiler cannot see such frees).
-    for p in w.model.parameters():
-        p.grad = None
+    # Run the step's own zero_grad first, so that no memory older than the profiler is freed
+    # inside the profiled step (the profiler cannot see such frees); the step's zero_grad then
+    # finds nothing left to release. Gradients a mechanism keeps between steps stay live.
+    w.mechanism.zero_grad(w)
     live = storage_bytes(_live_state(w))
     peak = live + cpu_peak_allocated(w.step)
     return MemoryResult(peak, None, CPU_METHOD, _rss())
@@ -147,14 +150,13 @@ def measure_bytes_by_category(w: Workload) -> ByteCounts:
             saved[key[0]] = max(saved.get(key[0], 0), key[1])
         return t
 
-    w.optimizer.zero_grad(set_to_none=True)
+    w.mechanism.zero_grad(w)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = w.forward_loss()
-    w.mechanism.backward(loss, w.trainable)
+    w.backward(loss)
     grads = [p.grad for p in w.model.parameters() if p.grad is not None]
     grad_bytes = storage_bytes(grads)
-    w.optimizer.step()
-    w.steps += 1
+    w.optimizer_step()
     return ByteCounts(
         param_bytes=storage_bytes(w.model.parameters()),
         grad_bytes=grad_bytes,

@@ -13,9 +13,23 @@ from torch import Tensor, nn
 
 from .spec import Case
 
-__all__ = ["BUILDERS", "NUM_CLASSES", "BlockModel", "build_model", "family_defaults"]
+__all__ = ["BUILDERS", "FAMILY_SIZES", "NUM_CLASSES", "BlockModel", "build_model", "family_size"]
 
 NUM_CLASSES = 10
+
+#: Family-specific sizes a builder reads from ``Case.extra``, with their defaults.
+FAMILY_SIZES: dict[str, dict[str, int]] = {
+    "transformer": {"seq_len": 32},
+    "xy": {"seq_len": 32},
+    "cnn": {"image_size": 16},
+}
+
+
+def family_size(case: Case, key: str) -> int | None:
+    """``case``'s value of a family size (``seq_len``, ``image_size``), or ``None`` if the family
+    has no such size."""
+    default = FAMILY_SIZES.get(case.model, {}).get(key)
+    return None if default is None else case.option(key, default)
 
 
 class BlockModel(nn.Module):
@@ -33,7 +47,8 @@ class BlockModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         for block in self.blocks:
             x = block(x)
-        return self.head(x)
+        out: Tensor = self.head(x)
+        return out
 
     def make_batch(
         self, batch_size: int, *, seed: int, device: torch.device, dtype: torch.dtype
@@ -62,6 +77,12 @@ def _mlp(case: Case) -> BlockModel:
     return BlockModel(blocks, nn.Linear(w, NUM_CLASSES), (w,))
 
 
+def _size(case: Case, key: str) -> int:
+    size = family_size(case, key)
+    assert size is not None, f"{case.model} has no {key}"
+    return size
+
+
 def _heads(width: int) -> int:
     for h in (8, 4, 2):
         if width % h == 0 and width // h >= 16:
@@ -79,7 +100,7 @@ def _transformer(case: Case) -> BlockModel:
     w = case.width
     blocks = [_encoder_layer(w) for _ in range(case.depth)]
     head = nn.Sequential(MeanPool(), nn.Linear(w, NUM_CLASSES))
-    return BlockModel(blocks, head, (case.option("seq_len", 32), w))
+    return BlockModel(blocks, head, (_size(case, "seq_len"), w))
 
 
 def _cnn(case: Case) -> BlockModel:
@@ -91,7 +112,7 @@ def _cnn(case: Case) -> BlockModel:
         for i in range(case.depth)
     ]
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, NUM_CLASSES))
-    size = case.option("image_size", 16)
+    size = _size(case, "image_size")
     return BlockModel(blocks, head, (3, size, size))
 
 
@@ -107,7 +128,7 @@ def _xy(case: Case) -> BlockModel:
     ]
     if not y_blocks:
         raise ValueError(f"model 'xy' needs depth >= 2 (X and Y), got depth={case.depth}")
-    return BlockModel(x_blocks + y_blocks, nn.Linear(w, NUM_CLASSES), (case.option("seq_len", 32), w))
+    return BlockModel(x_blocks + y_blocks, nn.Linear(w, NUM_CLASSES), (_size(case, "seq_len"), w))
 
 
 BUILDERS: dict[str, Callable[[Case], BlockModel]] = {
@@ -116,13 +137,6 @@ BUILDERS: dict[str, Callable[[Case], BlockModel]] = {
     "cnn": _cnn,
     "xy": _xy,
 }
-
-
-def family_defaults(model: str) -> dict[str, int]:
-    """The family-specific sizes a builder reads from ``Case.extra`` and their defaults."""
-    return {"transformer": {"seq_len": 32}, "xy": {"seq_len": 32}, "cnn": {"image_size": 16}}.get(
-        model, {}
-    )
 
 
 def build_model(case: Case) -> BlockModel:

@@ -3,7 +3,8 @@
 This module is the one place that names every field, its unit and when it is null. The README's
 schema table is checked against :data:`FIELDS` by a test. Add fields freely; never rename one.
 Bytes are bytes and times are seconds; values are scaled only when rendered. A value a device
-cannot measure is ``None`` (JSON null), never 0.
+cannot measure is ``None`` (JSON null), never 0. When a case fails (``status`` not ``ok``), every
+measurement its failure prevented is null as well; ``status_message`` says why.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FIELDS", "SCHEMA_VERSION", "STATUSES", "Field", "RecordError", "make_record"]
+__all__ = [
+    "FIELDS",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Field",
+    "RecordError",
+    "make_record",
+    "schema_markdown",
+]
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "oom", "error")
@@ -54,7 +63,8 @@ FIELDS: dict[str, Field] = {
     "status": Field("-", "`ok`, `oom` (out of memory) or `error`"),
     "status_message": Field("-", "the error message", "status is `ok`"),
     "peak_memory_bytes": Field(
-        "bytes", "peak bytes allocated during one steady-state step (method in memory_method)"
+        "bytes",
+        "peak bytes allocated during one steady-state step (method in memory_method)",
     ),
     "peak_reserved_bytes": Field(
         "bytes", "peak bytes reserved by the CUDA caching allocator", "device is cpu"
@@ -67,7 +77,8 @@ FIELDS: dict[str, Field] = {
     "grad_bytes": Field("bytes", "gradients held after backward (frozen ones included if any)"),
     "optimizer_state_bytes": Field("bytes", "optimizer state after one step"),
     "saved_activation_bytes": Field(
-        "bytes", "tensors saved for backward in the forward pass, parameters excluded, storages once"
+        "bytes",
+        "tensors saved for backward in the forward pass, parameters excluded, storages once",
     ),
     "trainable_params": Field("elements", "parameters that should train (unfrozen blocks, head)"),
     "frozen_params": Field("elements", "parameters in frozen blocks"),
@@ -78,16 +89,38 @@ FIELDS: dict[str, Field] = {
     "time_ratio_ci_high": Field("ratio", "upper end of that interval", "pairs < 6"),
     "ratio_pairs": Field("pairs", "number of interleaved baseline/case pairs"),
     "ratio_samples": Field("list of ratio", "every pair's ratio, in the order measured"),
+    "valid": Field("bool", "the mechanism is correct for the pattern (verdict is `ok`)"),
+    "verdict": Field(
+        "-",
+        "`ok`, `graph_cut`, `frozen_param_moved`, `frozen_buffer_changed`, `grad_mismatch` or "
+        "`error` (see bench_lib/verify.py)",
+    ),
+    "verdict_detail": Field("-", "one sentence with the numbers behind the verdict"),
+    "verdict_steps": Field("steps", "optimizer steps the validity check ran"),
+    "grad_rtol": Field("ratio", "relative L2 tolerance of the gradient comparison"),
+    "flops_forward": Field(
+        "FLOPs", "forward pass and loss of one step (FlopCounterMode)", "the step did not run"
+    ),
+    "flops_backward": Field("FLOPs", "backward pass of one step", "the step did not run"),
+    "flops_ratio": Field(
+        "ratio", "step FLOPs over the baseline's step FLOPs", "either FLOP count is missing or 0"
+    ),
+    "flops_uncounted_ops": Field(
+        "list of op", "costly operators (by name) with no FLOP formula: the count misses them"
+    ),
+    "forward_s": Field("s", "median forward (with loss) time, instrumented pass", "not run"),
+    "backward_s": Field("s", "median backward time, instrumented pass", "not run"),
+    "optimizer_s": Field("s", "median optimizer-step time, instrumented pass", "not run"),
+    "phase_reps": Field("steps", "steps of the instrumented phase pass", "not run"),
 }
 
 
 def make_record(values: Mapping[str, Any]) -> dict[str, Any]:
     """A record with exactly the :data:`FIELDS` keys, in schema order.
 
-    ``schema_version`` is filled in. Raises :class:`RecordError` naming missing or unknown keys.
+    ``schema_version`` is set to this writer's version. Raises :class:`RecordError` naming missing or unknown keys.
     """
-    given = dict(values)
-    given.setdefault("schema_version", SCHEMA_VERSION)
+    given = {**values, "schema_version": SCHEMA_VERSION}
     missing = [k for k in FIELDS if k not in given]
     unknown = [k for k in given if k not in FIELDS]
     if missing or unknown:
@@ -95,3 +128,11 @@ def make_record(values: Mapping[str, Any]) -> dict[str, Any]:
     if given["status"] not in STATUSES:
         raise RecordError(f"status={given['status']!r} is not one of: {', '.join(STATUSES)}")
     return {k: given[k] for k in FIELDS}
+
+
+def schema_markdown() -> str:
+    """The schema as a markdown table (the README embeds it; a test keeps the two equal)."""
+    lines = ["| key | unit | meaning | null when |", "| --- | --- | --- | --- |"]
+    for name, f in FIELDS.items():
+        lines.append(f"| `{name}` | {f.unit} | {f.doc} | {f.null_when or '-'} |")
+    return "\n".join(lines)

@@ -1,9 +1,13 @@
 """Measure one case: timed rounds (through a callback), then separate measurement passes.
 
 The timed loop is owned by the caller (pytest-benchmark's ``pedantic`` in ``benchmarks/``), so
-this module stays free of pytest. Order of passes: calibration and warm-up, timed rounds,
-interleaved ratio pairs against the baseline, peak memory, bytes by category. Nothing but the
-step runs inside the timed loop.
+this module stays free of pytest. Order: validity check (fresh models), calibration and warm-up,
+timed rounds, interleaved ratio pairs against the baseline, FLOPs, phase times, peak memory,
+bytes by category. Nothing but the step runs inside the timed loop.
+
+A failure never escapes as an exception: an out-of-memory error gives ``status='oom'``, any
+other exception ``status='error'``, each with the message, and what was measured before the
+failure is kept.
 """
 
 from __future__ import annotations
@@ -16,54 +20,70 @@ from typing import Any
 
 import torch
 
-from . import memory, stats
-from .record import make_record
+from . import cost, memory, phases, stats, verify
+from .devices import DeviceUnavailable
+from .models import family_size
+from .record import FIELDS, make_record
 from .spec import Case
 from .training import Workload, build_workload
 
-__all__ = ["Budget", "TimeSteps", "measure_case"]
+__all__ = ["Budget", "TimeSteps", "is_oom", "measure_case"]
 
 #: ``time_steps(step, warmup_rounds, rounds)``: run ``step`` in a timed loop and keep the samples.
 TimeSteps = Callable[[Callable[[], None], int, int], None]
 
 CALIBRATION_STEPS = 2
+_OOM_TYPES: tuple[type[BaseException], ...] = tuple(
+    t for t in (getattr(torch, "OutOfMemoryError", None), torch.cuda.OutOfMemoryError) if t
+)
 
 
 @dataclass(frozen=True)
 class Budget:
     """How much time a case gets. ``rounds`` is sized to about ``target_time_s`` of timed steps,
-    clamped to ``[min_rounds, max_rounds]``."""
+    clamped to ``[min_rounds, max_rounds]``; the phase pass runs ``phase_reps`` steps."""
 
     warmup_rounds: int = 3
     target_time_s: float = 0.5
     min_rounds: int = 5
     max_rounds: int = 200
     ratio_pairs: int = 15
+    phase_reps: int = 10
 
     def __post_init__(self) -> None:
         if self.min_rounds < 1 or self.max_rounds < self.min_rounds:
             raise ValueError(
                 f"rounds bounds [{self.min_rounds}, {self.max_rounds}] must satisfy 1 <= min <= max"
             )
-        if self.ratio_pairs < 1 or self.warmup_rounds < 0 or self.target_time_s <= 0:
+        if min(self.ratio_pairs, self.phase_reps) < 1 or self.warmup_rounds < 0:
             raise ValueError(f"invalid budget {self}")
+        if not self.target_time_s > 0:
+            raise ValueError(f"target_time_s={self.target_time_s} must be > 0")
 
     def rounds_for(self, step_seconds: float) -> int:
         if step_seconds <= 0:
             return self.max_rounds
-        return max(self.min_rounds, min(self.max_rounds, math.ceil(self.target_time_s / step_seconds)))
+        wanted = math.ceil(self.target_time_s / step_seconds)
+        return max(self.min_rounds, min(self.max_rounds, wanted))
 
 
-def _release(device: torch.device) -> None:
+def is_oom(e: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's failure (a RuntimeError by message)."""
+    if isinstance(e, (*_OOM_TYPES, MemoryError)):
+        return True
+    return isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
+
+
+def _release() -> None:
     gc.collect()
-    if device.type == "cuda":
+    if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 
 def _calibrate(w: Workload) -> float:
-    """Run the first steps (allocations, lazy init) and return the last one's duration."""
+    """Run the first steps (allocations, lazy init, late freezes) and return the last one's time."""
     elapsed = 0.0
-    for _ in range(CALIBRATION_STEPS):
+    for _ in range(max(CALIBRATION_STEPS, w.mechanism.warm_steps)):
         t0 = stats.Clock.now()
         w.step()
         elapsed = stats.Clock.now() - t0
@@ -74,67 +94,118 @@ def _param_count(params: list[torch.nn.Parameter]) -> int:
     return sum(p.numel() for p in params)
 
 
-def measure_case(case: Case, budget: Budget, time_steps: TimeSteps) -> dict[str, Any]:
-    """Measure ``case`` and return its record (see :mod:`bench_lib.record`).
+def _case_fields(case: Case) -> dict[str, Any]:
+    return {
+        "case_id": case.id,
+        "scenario": case.scenario,
+        "model": case.model,
+        "depth": case.depth,
+        "width": case.width,
+        "batch_size": case.batch_size,
+        "seq_len": family_size(case, "seq_len"),
+        "image_size": family_size(case, "image_size"),
+        "pattern": case.pattern,
+        "frozen_blocks": list(case.frozen_blocks),
+        "mechanism": case.mechanism,
+        "frozen_mode": case.frozen_mode,
+        "optimizer": case.optimizer,
+        "device": case.device,
+        "dtype": case.dtype,
+        "threads": case.threads,
+        "seed": case.seed,
+    }
 
-    Raises whatever building or running the case raises (e.g.
-    :class:`~bench_lib.devices.DeviceUnavailable`).
-    """
+
+def _measure(case: Case, budget: Budget, time_steps: TimeSteps, out: dict[str, Any]) -> None:
+    """Fill ``out`` pass by pass, so that a failure keeps what was measured before it."""
     w = build_workload(case)
-    _release(w.device)
-    step_s = _calibrate(w)
-    rounds = budget.rounds_for(step_s)
-    gc_enabled = gc.isenabled()
+    out["threads"] = torch.get_num_threads()
+    out["trainable_params"] = _param_count(w.trainable_intended)
+    out["frozen_params"] = _param_count(w.frozen_params)
+    _release()
+    rounds = budget.rounds_for(_calibrate(w))
+    out["warmup_rounds"] = max(CALIBRATION_STEPS, w.mechanism.warm_steps) + budget.warmup_rounds
+    out["rounds"] = rounds
+    out["gc_enabled"] = gc.isenabled()
     time_steps(w.step, budget.warmup_rounds, rounds)
 
-    # A second workload for the baseline side of the pairs; for the baseline case itself an
-    # identical twin, so its ratio shows the noise floor (A against A').
+    # The baseline side of the pairs; for the baseline case itself an identical twin, so that
+    # its ratio shows the noise floor (A against A').
     base = build_workload(case.baseline())
     _calibrate(base)
     ratio = stats.interleaved_ratio(w.step, base.step, budget.ratio_pairs)
+    out.update(
+        time_ratio=ratio.median,
+        time_ratio_ci_low=ratio.ci_low,
+        time_ratio_ci_high=ratio.ci_high,
+        ratio_pairs=ratio.pairs,
+        ratio_samples=list(ratio.ratios),
+    )
+    base_flops = cost.count_step_flops(base).total
     del base
-    _release(w.device)
+    _release()
+
+    flops = cost.count_step_flops(w)
+    out.update(
+        flops_forward=flops.forward,
+        flops_backward=flops.backward,
+        flops_ratio=flops.total / base_flops if base_flops and flops.total else None,
+        flops_uncounted_ops=list(flops.uncounted_ops),
+    )
+    ph = phases.measure_phases(w, budget.phase_reps)
+    out.update(
+        forward_s=ph.forward_s,
+        backward_s=ph.backward_s,
+        optimizer_s=ph.optimizer_s,
+        phase_reps=ph.reps,
+    )
 
     mem = memory.measure_peak_memory(w)
-    counts = memory.measure_bytes_by_category(w)
-    return make_record(
-        {
-            "case_id": case.id,
-            "scenario": case.scenario,
-            "model": case.model,
-            "depth": case.depth,
-            "width": case.width,
-            "batch_size": case.batch_size,
-            "seq_len": w.model.input_shape[0] if case.model in ("transformer", "xy") else None,
-            "image_size": w.model.input_shape[-1] if case.model == "cnn" else None,
-            "pattern": case.pattern,
-            "frozen_blocks": list(case.frozen_blocks),
-            "mechanism": case.mechanism,
-            "frozen_mode": case.frozen_mode,
-            "optimizer": case.optimizer,
-            "device": case.device,
-            "dtype": case.dtype,
-            "threads": torch.get_num_threads(),
-            "seed": case.seed,
-            "gc_enabled": gc_enabled,
-            "warmup_rounds": CALIBRATION_STEPS + budget.warmup_rounds,
-            "rounds": rounds,
-            "status": "ok",
-            "status_message": None,
-            "peak_memory_bytes": mem.peak_memory_bytes,
-            "peak_reserved_bytes": mem.peak_reserved_bytes,
-            "memory_method": mem.memory_method,
-            "rss_bytes": mem.rss_bytes,
-            "param_bytes": counts.param_bytes,
-            "grad_bytes": counts.grad_bytes,
-            "optimizer_state_bytes": counts.optimizer_state_bytes,
-            "saved_activation_bytes": counts.saved_activation_bytes,
-            "trainable_params": _param_count(w.trainable),
-            "frozen_params": _param_count(w.frozen_params),
-            "time_ratio": ratio.median,
-            "time_ratio_ci_low": ratio.ci_low,
-            "time_ratio_ci_high": ratio.ci_high,
-            "ratio_pairs": ratio.pairs,
-            "ratio_samples": list(ratio.ratios),
-        }
+    out.update(
+        peak_memory_bytes=mem.peak_memory_bytes,
+        peak_reserved_bytes=mem.peak_reserved_bytes,
+        memory_method=mem.memory_method,
+        rss_bytes=mem.rss_bytes,
     )
+    counts = memory.measure_bytes_by_category(w)
+    out.update(
+        param_bytes=counts.param_bytes,
+        grad_bytes=counts.grad_bytes,
+        optimizer_state_bytes=counts.optimizer_state_bytes,
+        saved_activation_bytes=counts.saved_activation_bytes,
+    )
+
+
+def measure_case(case: Case, budget: Budget, time_steps: TimeSteps) -> dict[str, Any]:
+    """Measure ``case`` and return its record (see :mod:`bench_lib.record`).
+
+    Raises only :class:`~bench_lib.devices.DeviceUnavailable` (the caller skips the case);
+    every other failure is recorded in ``status`` / ``status_message``.
+    """
+    out: dict[str, Any] = dict.fromkeys(FIELDS)
+    out.update(_case_fields(case))
+    out.update(status="ok", flops_uncounted_ops=[], ratio_samples=[])
+    try:
+        v = verify.check_case(case)
+        out.update(
+            valid=v.valid,
+            verdict=v.verdict,
+            verdict_detail=v.detail,
+            verdict_steps=verify.CHECK_STEPS,
+            grad_rtol=verify.GRAD_RTOL[case.dtype],
+        )
+        if v.verdict == "error":
+            # The mechanism cannot run a step at all: nothing else can be measured.
+            out.update(status="error", status_message=f"the mechanism raised: {v.detail}")
+            return make_record(out)
+        _measure(case, budget, time_steps, out)
+    except DeviceUnavailable:
+        raise
+    except Exception as e:
+        out.update(
+            status="oom" if is_oom(e) else "error",
+            status_message=f"{type(e).__name__}: {e}".splitlines()[0][:500],
+        )
+    finally:
+        _release()
+    return make_record(out)

@@ -21,6 +21,7 @@ __all__ = [
     "OPTIMIZERS",
     "PATTERNS",
     "SCENARIOS",
+    "TRAP_MECHANISMS",
     "Case",
     "CaseError",
     "check_choice",
@@ -45,7 +46,12 @@ MECHANISMS: tuple[str, ...] = (
     "requires_grad",
     "optimizer_only",
     "backward_inputs",
+    "zeroed_grad_in_optimizer",
+    "late_freeze",
+    "inference_mode_nocopy",
 )
+#: Mechanism variants that are wrong in some setting, selectable to show their verdicts.
+TRAP_MECHANISMS: tuple[str, ...] = MECHANISMS[-3:]
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16")
@@ -58,7 +64,7 @@ class CaseError(ValueError):
 
 
 def check_choice(name: str, value: str, choices: Iterable[str]) -> str:
-    """Return ``value`` if it is one of ``choices``; else raise :class:`CaseError` naming all three."""
+    """``value`` if it is one of ``choices``; else :class:`CaseError` naming all three."""
     options = tuple(choices)
     if value not in options:
         raise CaseError(f"{name}={value!r} is not one of: {', '.join(options)}")
@@ -136,7 +142,7 @@ class Case:
         return dict(self.extra).get(key, default)
 
     def baseline(self) -> Case:
-        """The case this one is compared with: same model, sizes, optimizer and device, nothing frozen."""
+        """Its baseline: same model, sizes, optimizer and device; nothing frozen."""
         return dataclasses.replace(
             self, pattern="none", frozen_blocks=(), mechanism="none", frozen_mode="train"
         )

@@ -29,7 +29,7 @@ def quantile(values: Sequence[float], q: float) -> float:
     pos = (len(xs) - 1) * q
     lo = math.floor(pos)
     hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+    return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
 
 
 def median(values: Sequence[float]) -> float:
@@ -38,7 +38,7 @@ def median(values: Sequence[float]) -> float:
 
 def _binom_cdf(k: int, n: int) -> float:
     """P(X <= k) for X ~ Binomial(n, 1/2)."""
-    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return float(sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
 
 
 def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
@@ -96,6 +96,4 @@ def interleaved_ratio(
             times[role] = Clock.now() - t0
         ratios.append(times["case"] / times["baseline"])
     ci = median_ci(ratios)
-    return RatioResult(
-        tuple(ratios), median(ratios), ci[0] if ci else None, ci[1] if ci else None
-    )
+    return RatioResult(tuple(ratios), median(ratios), ci[0] if ci else None, ci[1] if ci else None)

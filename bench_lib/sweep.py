@@ -28,6 +28,7 @@ from .spec import (
     MODELS,
     OPTIMIZERS,
     PATTERNS,
+    TRAP_MECHANISMS,
     Case,
     CaseError,
     check_choice,
@@ -36,7 +37,10 @@ from .spec import (
 __all__ = ["PROFILES", "Filters", "Grid", "Profile", "Skip", "generate", "parse_list", "shard"]
 
 ALL_PATTERNS = tuple(p for p in PATTERNS if p != "explicit")
+#: Every mechanism but the baseline's.
 FREEZE_MECHANISMS = tuple(m for m in MECHANISMS if m != "none")
+#: The mechanisms people use on purpose; grids sweep these unless they name others.
+MAIN_MECHANISMS = tuple(m for m in FREEZE_MECHANISMS if m not in TRAP_MECHANISMS)
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class Grid:
     width: int
     batch_size: int
     patterns: tuple[str, ...] = ALL_PATTERNS
-    mechanisms: tuple[str, ...] = FREEZE_MECHANISMS
+    mechanisms: tuple[str, ...] = MAIN_MECHANISMS
     optimizers: tuple[str, ...] = ("adamw",)
     dtypes: tuple[str, ...] = ("float32",)
     frozen_modes: tuple[str, ...] = ("train",)
@@ -67,50 +71,123 @@ class Profile:
 
 
 # The seed scenario: model X (frozen transformer encoder) feeding model Y (trained with AdamW).
-def _seed(width: int, batch: int, depth: int = 4, seq: int = 32) -> Grid:
+def _seed(width: int, batch: int, depth: int, seq: int) -> Grid:
     return Grid(
-        "xy", (depth,), width, batch, patterns=("none", "prefix"), extra=(("seq_len", seq),),
+        "xy",
+        (depth,),
+        width,
+        batch,
+        patterns=("none", "prefix"),
+        mechanisms=FREEZE_MECHANISMS,
+        extra=(("seq_len", seq),),
         scenario="seed",
     )
+
+
+def _family(
+    model: str, depths: tuple[int, ...], width: int, batch: int, **sizes: int
+) -> list[Grid]:
+    """A family's standard grids: every pattern under the main mechanisms; the traps on the
+    prefix and the suffix; eval-mode frozen blocks on the prefix and the middle; SGD (momentum)
+    on the middle."""
+    extra = tuple(sizes.items())
+    return [
+        Grid(model, depths, width, batch, extra=extra),
+        Grid(model, depths, width, batch, ("prefix", "suffix"), TRAP_MECHANISMS, extra=extra),
+        Grid(
+            model, depths, width, batch, ("prefix", "middle"), frozen_modes=("eval",), extra=extra
+        ),
+        Grid(model, depths, width, batch, ("none", "middle"), optimizers=("sgd",), extra=extra),
+    ]
 
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
         "quick",
-        "every model, pattern and mechanism once at small sizes (CI, smoke runs): about a minute",
+        "every model, pattern, mechanism, optimizer and frozen mode at least once, at small "
+        "sizes (CI, smoke runs): about a minute on 2 cores",
         (
             Grid("mlp", (4,), 64, 16),
-            Grid("mlp", (4,), 64, 16, patterns=("none", "middle"), optimizers=("sgd",)),
-            Grid("transformer", (4,), 32, 4, extra=(("seq_len", 16),)),
-            Grid("cnn", (4,), 8, 4, extra=(("image_size", 8),)),
-            _seed(32, 4, seq=16),
+            Grid("mlp", (4,), 64, 16, ("prefix",), TRAP_MECHANISMS),
+            Grid(
+                "mlp",
+                (4,),
+                64,
+                16,
+                ("none", "middle"),
+                ("requires_grad", "late_freeze"),
+                optimizers=("sgd",),
+            ),
+            Grid(
+                "transformer", (4,), 32, 4, ("none", "prefix", "middle"), extra=(("seq_len", 16),)
+            ),
+            Grid(
+                "transformer",
+                (4,),
+                32,
+                4,
+                ("suffix",),
+                ("inference_mode_nocopy",),
+                extra=(("seq_len", 16),),
+            ),
+            Grid(
+                "cnn",
+                (4,),
+                8,
+                4,
+                ("none", "prefix", "alternating"),
+                frozen_modes=("train", "eval"),
+                extra=(("image_size", 8),),
+            ),
+            _seed(32, 4, depth=4, seq=16),
         ),
-        Budget(warmup_rounds=2, target_time_s=0.1, min_rounds=5, max_rounds=50, ratio_pairs=8),
+        Budget(
+            warmup_rounds=1,
+            target_time_s=0.03,
+            min_rounds=3,
+            max_rounds=20,
+            ratio_pairs=6,
+            phase_reps=3,
+        ),
     ),
     "default": Profile(
         "default",
-        "what a person runs on a laptop CPU: three depths, realistic widths, under 15 minutes",
+        "what a person runs on a laptop CPU: several depths, realistic widths, every pattern and "
+        "mechanism; under 15 minutes on 2 cores",
         (
-            Grid("mlp", (4, 8, 16), 512, 64, optimizers=("adamw", "sgd")),
-            Grid("transformer", (4, 8), 128, 8, extra=(("seq_len", 64),)),
-            Grid("cnn", (4, 8), 32, 16, extra=(("image_size", 32),)),
-            _seed(128, 8, depth=8, seq=64),
+            *_family("mlp", (4, 8, 16), 256, 64),
+            *_family("transformer", (4, 8), 64, 8, seq_len=32),
+            *_family("cnn", (4, 8), 16, 16, image_size=16),
+            _seed(64, 8, depth=8, seq=32),
         ),
-        Budget(warmup_rounds=3, target_time_s=0.4, min_rounds=5, max_rounds=100, ratio_pairs=15),
+        Budget(
+            warmup_rounds=2,
+            target_time_s=0.3,
+            min_rounds=5,
+            max_rounds=60,
+            ratio_pairs=12,
+            phase_reps=5,
+        ),
     ),
     "full": Profile(
         "full",
-        "what a person runs on a GPU: deeper, wider, both dtypes and frozen modes",
+        "what a person runs on a GPU: deeper, wider, both dtypes",
         (
-            Grid("mlp", (4, 8, 16, 32), 2048, 256, optimizers=("adamw", "sgd"),
-                 dtypes=("float32", "bfloat16")),
-            Grid("transformer", (4, 8, 16), 512, 32, dtypes=("float32", "bfloat16"),
-                 extra=(("seq_len", 256),)),
-            Grid("cnn", (4, 8, 16), 64, 64, frozen_modes=("train", "eval"),
-                 extra=(("image_size", 64),)),
+            *_family("mlp", (4, 8, 16, 32), 2048, 256),
+            *_family("transformer", (4, 8, 16), 512, 32, seq_len=256),
+            *_family("cnn", (4, 8, 16), 64, 64, image_size=64),
+            Grid("mlp", (8,), 2048, 256, dtypes=("bfloat16",)),
+            Grid("transformer", (8,), 512, 32, dtypes=("bfloat16",), extra=(("seq_len", 256),)),
             _seed(512, 32, depth=8, seq=256),
         ),
-        Budget(warmup_rounds=5, target_time_s=1.0, min_rounds=10, max_rounds=500, ratio_pairs=31),
+        Budget(
+            warmup_rounds=5,
+            target_time_s=1.0,
+            min_rounds=10,
+            max_rounds=500,
+            ratio_pairs=31,
+            phase_reps=20,
+        ),
         devices=("cuda",),
     ),
 }
@@ -160,8 +237,12 @@ class Filters:
 
     def __post_init__(self) -> None:
         for name, choices in (
-            ("models", MODELS), ("patterns", PATTERNS), ("mechanisms", MECHANISMS),
-            ("optimizers", OPTIMIZERS), ("devices", DEVICES), ("dtypes", DTYPES),
+            ("models", MODELS),
+            ("patterns", PATTERNS),
+            ("mechanisms", MECHANISMS),
+            ("optimizers", OPTIMIZERS),
+            ("devices", DEVICES),
+            ("dtypes", DTYPES),
             ("frozen_modes", FROZEN_MODES),
         ):
             for v in getattr(self, name) or ():
@@ -196,8 +277,17 @@ def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> tuple[list[Case], l
         f.seeds,
     ):
         base = Case(
-            grid.model, depth, width, batch, optimizer=opt, device=device, dtype=dtype,
-            threads=threads, seed=seed, scenario=grid.scenario, extra=grid.extra,
+            grid.model,
+            depth,
+            width,
+            batch,
+            optimizer=opt,
+            device=device,
+            dtype=dtype,
+            threads=threads,
+            seed=seed,
+            scenario=grid.scenario,
+            extra=grid.extra,
         )
         if "none" in patterns:
             cases.append(base)
@@ -207,12 +297,18 @@ def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> tuple[list[Case], l
             try:
                 blocks = pattern_blocks(pattern, depth, f.blocks or ())
             except CaseError as e:
-                skips.append(Skip(f"{base.id}-{pattern}", str(e)))
+                if pattern == "explicit":
+                    raise  # the user's own indices: a usage error, not a skip
+                left, _, right = base.id.partition("-none-none-")
+                skips.append(Skip(f"{left}-{pattern}-{right}", str(e)))
                 continue
             for mech, mode in itertools.product(mechanisms, f.frozen_modes or grid.frozen_modes):
                 cases.append(
                     dataclasses.replace(
-                        base, pattern=pattern, frozen_blocks=blocks, mechanism=mech,
+                        base,
+                        pattern=pattern,
+                        frozen_blocks=blocks,
+                        mechanism=mech,
                         frozen_mode=mode,
                     )
                 )

@@ -8,7 +8,13 @@ import torch
 from torch import Tensor, nn
 
 from . import devices
-from .freezing import Mechanism, frozen_parameters, get_mechanism, set_frozen_mode
+from .freezing import (
+    Mechanism,
+    frozen_parameters,
+    get_mechanism,
+    set_frozen_mode,
+    trainable_parameters,
+)
 from .models import BlockModel, build_model
 from .spec import Case
 
@@ -51,20 +57,32 @@ class Workload:
 
     @property
     def frozen_params(self) -> list[nn.Parameter]:
+        """Parameters of the frozen blocks (whatever the mechanism does with them)."""
         return frozen_parameters(self.model, self.frozen)
+
+    @property
+    def trainable_intended(self) -> list[nn.Parameter]:
+        """Parameters meant to train: unfrozen blocks and the head (whatever the optimizer got)."""
+        return trainable_parameters(self.model, self.frozen)
 
     def forward_loss(self) -> Tensor:
         out = self.mechanism.forward(self.model, self.inputs, self.frozen)
         return self.model.loss(out, self.targets)
 
+    def backward(self, loss: Tensor) -> None:
+        self.mechanism.backward(loss, self.trainable)
+        self.mechanism.after_backward(self)
+
+    def optimizer_step(self) -> None:
+        self.optimizer.step()
+        self.steps += 1
+
     def step(self) -> None:
         """One full training step: zero_grad, forward, loss, backward, optimizer step, sync."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.forward_loss()
-        self.mechanism.backward(loss, self.trainable)
-        self.optimizer.step()
+        self.mechanism.zero_grad(self)
+        self.backward(self.forward_loss())
+        self.optimizer_step()
         devices.synchronize(self.device)
-        self.steps += 1
 
 
 def build_workload(case: Case, *, batch_seed: int | None = None) -> Workload:

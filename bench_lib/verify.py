@@ -1,0 +1,216 @@
+"""Validity verdicts: is a mechanism correct for its pattern?
+
+A short deterministic check, outside any timed loop: a fresh workload of the case runs a few
+optimizer steps on different seeded batches. Before each step a *reference* (the same model,
+loaded with the case's current parameters and buffers, nothing frozen, same train/eval modes)
+computes the gradients that the parameters meant to train should receive. Then the case's own
+step runs and is compared with it:
+
+* ``graph_cut``: a parameter meant to train got no gradient (``None`` or all zeros where the
+  reference has a non-zero one);
+* ``frozen_param_moved``: a frozen parameter is not bit-identical after the step;
+* ``frozen_buffer_changed``: a buffer of a frozen block changed (BatchNorm running statistics
+  in train mode);
+* ``grad_mismatch``: a trainable gradient differs from the reference beyond the tolerance;
+* ``error``: the mechanism raised;
+* ``ok``: none of these.
+
+When several apply, the verdict is the first in that order (after ``error``) and the detail
+names the others. Tolerance: relative L2 error ``||g - g_ref|| / ||g_ref||`` at most
+``GRAD_RTOL[dtype]``. Differences below it are reported as rounding only (eval mode switches
+some modules to fused fast paths that round differently).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .devices import DeviceUnavailable
+from .freezing import set_frozen_mode
+from .models import BlockModel, build_model
+from .spec import Case
+from .training import Workload, build_workload
+
+__all__ = ["CHECK_STEPS", "GRAD_RTOL", "VERDICTS", "Verdict", "check_case"]
+
+VERDICTS = (
+    "ok",
+    "graph_cut",
+    "frozen_param_moved",
+    "frozen_buffer_changed",
+    "grad_mismatch",
+    "error",
+)
+CHECK_STEPS = 3
+GRAD_RTOL = {"float32": 1e-4, "bfloat16": 5e-2}
+_BATCH_SEED = 1000
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str
+    detail: str
+
+    @property
+    def valid(self) -> bool:
+        return self.verdict == "ok"
+
+
+def _blocks_of(model: BlockModel, params: Sequence[nn.Parameter]) -> list[int]:
+    where = {id(p): i for i, b in enumerate(model.blocks) for p in b.parameters()}
+    return sorted({where[id(p)] for p in params if id(p) in where})
+
+
+def _rel_err(g: Tensor, ref: Tensor) -> float:
+    diff = float(torch.linalg.vector_norm(g.float() - ref.float()))
+    norm = float(torch.linalg.vector_norm(ref.float()))
+    return diff / norm if norm > 0 else diff
+
+
+def _reference_grads(ref: BlockModel, w: Workload, x: Tensor, y: Tensor) -> list[Tensor | None]:
+    ref.load_state_dict(w.model.state_dict())
+    ref.zero_grad(set_to_none=True)
+    ref.loss(ref(x), y).backward()
+    grads = {id(p): p.grad for p in ref.parameters()}
+    # Map by position: the reference has the same parameter order as the case's model.
+    ids = [id(p) for p in ref.parameters()]
+    pos = {id(p): k for k, p in enumerate(w.model.parameters())}
+    return [grads[ids[pos[id(p)]]] for p in w.trainable_intended]
+
+
+class _Findings:
+    def __init__(self) -> None:
+        self.cut: set[int] = set()  # indices into trainable_intended
+        self.moved: dict[str, float] = {}
+        self.buffers: dict[str, float] = {}
+        self.mismatch = 0.0
+        self.rounding = 0.0
+
+
+def check_case(case: Case, steps: int = CHECK_STEPS) -> Verdict:
+    """Run the validity check for ``case`` (deterministic: fixed seeds, fresh models).
+
+    A mechanism that raises gets the verdict ``error``; an absent device
+    (:class:`~bench_lib.devices.DeviceUnavailable`) and out-of-memory errors propagate, since they
+    say nothing about the mechanism.
+    """
+    try:
+        return _check(case, steps)
+    except (DeviceUnavailable, MemoryError, torch.cuda.OutOfMemoryError):
+        raise
+    except Exception as e:  # the mechanism raised: that is the finding
+        return Verdict("error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+def _check(case: Case, steps: int) -> Verdict:
+    w = build_workload(case)
+    for _ in range(w.mechanism.warm_steps):
+        w.step()
+    ref = build_model(dataclasses.replace(case, pattern="none", frozen_blocks=(), mechanism="none"))
+    set_frozen_mode(ref, w.frozen, case.frozen_mode)
+    intended = w.trainable_intended
+    frozen_named = {
+        n: p for n, p in w.model.named_parameters() if any(p is q for q in w.frozen_params)
+    }
+    frozen_bufs = {
+        f"blocks.{i}.{n}": b for i in sorted(w.frozen) for n, b in w.model.blocks[i].named_buffers()
+    }
+    tol = GRAD_RTOL[case.dtype]
+    f = _Findings()
+    dtype = getattr(torch, case.dtype)
+    for k in range(steps):
+        x, y = w.model.make_batch(
+            case.batch_size, seed=_BATCH_SEED + k, device=w.device, dtype=dtype
+        )
+        w.inputs, w.targets = x, y
+        expected = _reference_grads(ref, w, x, y)
+        before_p = {n: p.detach().clone() for n, p in frozen_named.items()}
+        before_b = {n: b.detach().clone() for n, b in frozen_bufs.items()}
+        w.mechanism.zero_grad(w)
+        w.backward(w.forward_loss())
+        for j, (p, ref_g) in enumerate(zip(intended, expected, strict=True)):
+            if ref_g is None or not bool(ref_g.any()):
+                continue
+            if p.grad is None or not bool(p.grad.any()):
+                f.cut.add(j)
+                continue
+            err = _rel_err(p.grad, ref_g)
+            if err > tol:
+                f.mismatch = max(f.mismatch, err)
+            else:
+                f.rounding = max(f.rounding, err)
+        w.optimizer_step()
+        for n, p in frozen_named.items():
+            if not torch.equal(p.detach(), before_p[n]):
+                f.moved[n] = max(f.moved.get(n, 0.0), float((p.detach() - before_p[n]).abs().max()))
+        for n, b in frozen_bufs.items():
+            if not torch.equal(b, before_b[n]):
+                diff = (b.float() - before_b[n].float()).abs().max()
+                f.buffers[n] = max(f.buffers.get(n, 0.0), float(diff))
+    return _verdict(w, f, tol, steps)
+
+
+def _verdict(w: Workload, f: _Findings, tol: float, steps: int) -> Verdict:
+    intended = w.trainable_intended
+    parts: list[tuple[str, str]] = []
+    if f.cut:
+        cut = [intended[j] for j in sorted(f.cut)]
+        blocks = _blocks_of(w.model, cut)
+        where = (
+            f"block{'s' if len(blocks) > 1 else ''} {', '.join(map(str, blocks))}"
+            if blocks
+            else "the head"
+        )
+        n_el = sum(p.numel() for p in cut)
+        parts.append(
+            (
+                "graph_cut",
+                f"{len(cut)} of {len(intended)} trainable parameter tensors ({n_el:,} elements, "
+                f"{where}) received no gradient",
+            )
+        )
+    if f.moved:
+        n_el = sum(p.numel() for n, p in w.model.named_parameters() if n in f.moved)
+        parts.append(
+            (
+                "frozen_param_moved",
+                f"{len(f.moved)} frozen parameter tensors ({n_el:,} elements) moved in "
+                f"{steps} steps, "
+                f"max |change| {max(f.moved.values()):.3g}",
+            )
+        )
+    if f.buffers:
+        parts.append(
+            (
+                "frozen_buffer_changed",
+                f"{len(f.buffers)} buffers of frozen blocks changed "
+                f"({', '.join(sorted(f.buffers)[:3])}{', ...' if len(f.buffers) > 3 else ''}), "
+                f"max |change| {max(f.buffers.values()):.3g}",
+            )
+        )
+    if f.mismatch:
+        parts.append(
+            (
+                "grad_mismatch",
+                f"trainable gradients differ from the reference: max relative error "
+                f"{f.mismatch:.3g} > tolerance {tol:g}",
+            )
+        )
+    if not parts:
+        note = (
+            f"; gradients differ by rounding only (max relative error {f.rounding:.2g} "
+            f"<= tolerance {tol:g})"
+            if f.rounding > 0
+            else "; gradients match the reference exactly"
+        )
+        return Verdict(
+            "ok",
+            f"{len(intended)} trainable tensors got the reference gradients and frozen "
+            f"parameters and buffers stayed bit-identical over {steps} steps{note}",
+        )
+    return Verdict(parts[0][0], "; ".join(d for _, d in parts))

@@ -1,0 +1,124 @@
+"""Tier 3: the pytest wiring end to end, in a subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench_lib.record import FIELDS, SCHEMA_VERSION
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--bench-profile", "quick", "--bench-model", "mlp", "--bench-depth", "3",
+    "--bench-width", "16", "--bench-batch", "4", "--bench-optimizer", "adamw",
+    "--bench-pattern", "none,middle,explicit", "--bench-blocks", "0,2",
+    "--bench-mechanism", "no_grad,requires_grad,inference_mode_nocopy",
+    "--bench-pairs", "6", "--bench-time", "0.01",
+]  # fmt: skip
+
+
+def run_pytest(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks/", "-q", "-p", "no:cacheprovider", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    out = tmp_path_factory.mktemp("run") / "run.json"
+    proc = run_pytest(*TINY, f"--benchmark-json={out}")
+    assert out.exists(), proc.stdout + proc.stderr
+    return proc, json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_tiny_sweep_writes_every_record_key_for_every_case(tiny_run: Any) -> None:
+    proc, data = tiny_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    benches = data["benchmarks"]
+    failed = data["freeze_bench"]["failed"]
+    ids = sorted(b["extra_info"]["case_id"] for b in benches + failed)
+    assert ids == [
+        "mlp-d3-w16-b4-blocks0.2-inference_mode_nocopy-adamw-cpu-float32",
+        "mlp-d3-w16-b4-blocks0.2-no_grad-adamw-cpu-float32",
+        "mlp-d3-w16-b4-blocks0.2-requires_grad-adamw-cpu-float32",
+        "mlp-d3-w16-b4-middle-inference_mode_nocopy-adamw-cpu-float32",
+        "mlp-d3-w16-b4-middle-no_grad-adamw-cpu-float32",
+        "mlp-d3-w16-b4-middle-requires_grad-adamw-cpu-float32",
+        "mlp-d3-w16-b4-none-none-adamw-cpu-float32",
+    ]
+    for b in benches + failed:
+        record = b["extra_info"]
+        assert list(record) == list(FIELDS)
+        assert record["schema_version"] == SCHEMA_VERSION
+    for b in benches:
+        r = b["extra_info"]
+        assert r["status"] == "ok"
+        assert len(b["stats"]["data"]) == r["rounds"]
+        assert r["ratio_pairs"] == 6 == len(r["ratio_samples"])
+        assert r["time_ratio_ci_low"] <= r["time_ratio"] <= r["time_ratio_ci_high"]
+        for key in ("peak_memory_bytes", "param_bytes", "flops_forward", "forward_s"):
+            assert r[key] > 0, key
+        assert r["peak_reserved_bytes"] is None and r["memory_method"] == "profiler_events"
+    # The explicit pattern's first block is a frozen prefix; block 2 is frozen too, so no_grad
+    # cuts block 1 off; requires_grad does not.
+    by_id = {b["extra_info"]["case_id"]: b["extra_info"] for b in benches + failed}
+    assert by_id["mlp-d3-w16-b4-blocks0.2-no_grad-adamw-cpu-float32"]["verdict"] == "graph_cut"
+    assert by_id["mlp-d3-w16-b4-middle-requires_grad-adamw-cpu-float32"]["valid"] is True
+    trap = by_id["mlp-d3-w16-b4-middle-inference_mode_nocopy-adamw-cpu-float32"]
+    assert trap["status"] == "error" and trap["verdict"] == "error"
+    assert "Inference tensors" in trap["status_message"]
+    assert trap["peak_memory_bytes"] is None
+    assert data["machine_info"]["torch_version"]
+    assert data["freeze_bench"]["profile"] == "quick"
+    assert "2 recorded as oom/error" in proc.stdout
+
+
+@pytest.mark.slow
+def test_cuda_cases_skip_with_the_reason_when_cuda_is_absent(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the skip path cannot be shown here")
+    out = tmp_path / "cuda.json"
+    proc = run_pytest(*TINY[:-4], "--bench-device", "cuda", f"--benchmark-json={out}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "CUDA cases skipped: CUDA requested but" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["benchmarks"] == []
+    skipped = data["freeze_bench"]["skipped"]
+    assert len(skipped) == 7 and all("CUDA requested" in s["reason"] for s in skipped)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--bench-mechanism", "freeze"],
+            "--bench-mechanism='freeze' is not one of: none, no_grad",
+        ),
+        (["--bench-profile", "huge"], "--bench-profile='huge' is not one of: quick, default, full"),
+        (["--bench-depth", "0"], "--bench-depth='0': 0 must be >= 1"),
+        (["--bench-depth", "4,x"], "--bench-depth='4,x': 'x' is not an integer"),
+        (["--bench-model", ""], "--bench-model='' is empty"),
+        (["--bench-blocks", "1,9", "--bench-model", "mlp"], "index 9 is out of range for depth="),
+        (["--bench-shard", "3/2"], "shard 3/2: need 0 <= index < count"),
+        (["--bench-pattern", "explicit"], "pattern 'explicit' needs --bench-blocks"),
+        (["--bench-time", "-1"], "--bench-time='-1' must be > 0"),
+    ],
+)
+def test_bad_options_are_usage_errors_without_traceback(args: list[str], message: str) -> None:
+    proc = run_pytest("--bench-profile", "quick", *args, "--collect-only")
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout

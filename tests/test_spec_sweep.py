@@ -1,0 +1,185 @@
+"""Tier 1: pure functions against hand-computed values (patterns, cases, sweep, statistics)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench_lib import stats
+from bench_lib.freezing import MECHANISMS as MECHANISM_REGISTRY
+from bench_lib.freezing import PATTERN_DOCS, pattern_blocks, segments
+from bench_lib.models import BUILDERS
+from bench_lib.spec import MECHANISMS, MODELS, PATTERNS, Case, CaseError
+from bench_lib.sweep import PROFILES, Filters, generate, parse_ints, parse_list, shard
+
+
+@pytest.mark.parametrize(
+    ("pattern", "depth", "expected"),
+    [
+        ("none", 4, ()),
+        ("prefix", 1, (0,)),
+        ("prefix", 4, (0, 1)),
+        ("prefix", 5, (0, 1)),
+        ("prefix", 8, (0, 1, 2, 3)),
+        ("suffix", 1, (0,)),
+        ("suffix", 4, (2, 3)),
+        ("suffix", 5, (3, 4)),
+        ("middle", 3, (1,)),
+        ("middle", 4, (1,)),
+        ("middle", 6, (2, 3)),
+        ("middle", 8, (3, 4)),
+        ("middle", 12, (4, 5, 6, 7)),
+        ("middle", 16, (5, 6, 7, 8, 9)),
+        ("alternating", 2, (1,)),
+        ("alternating", 4, (1, 3)),
+        ("alternating", 7, (1, 3, 5)),
+        ("all_but_head", 3, (0, 1, 2)),
+    ],
+)
+def test_patterns_select_documented_indices(pattern: str, depth: int, expected: tuple[int, ...]):
+    assert pattern_blocks(pattern, depth) == expected
+
+
+def test_explicit_pattern_sorts_dedups_and_checks_range():
+    assert pattern_blocks("explicit", 6, [4, 1, 4]) == (1, 4)
+    with pytest.raises(CaseError, match=r"index 6 is out of range for depth=6 \(valid: 0..5\)"):
+        pattern_blocks("explicit", 6, [1, 6])
+    with pytest.raises(CaseError, match="needs block indices"):
+        pattern_blocks("explicit", 6, [])
+
+
+@pytest.mark.parametrize(("pattern", "depth"), [("middle", 2), ("alternating", 1)])
+def test_patterns_that_cannot_apply_say_why(pattern: str, depth: int):
+    with pytest.raises(CaseError, match=f"'{pattern}' needs depth >= "):
+        pattern_blocks(pattern, depth)
+
+
+def test_unknown_pattern_names_the_choices():
+    with pytest.raises(CaseError, match="pattern='diagonal' is not one of: none, prefix"):
+        pattern_blocks("diagonal", 4)
+
+
+def test_segments_group_consecutive_blocks():
+    assert segments(6, frozenset({1, 2, 4})) == [
+        (False, [0]),
+        (True, [1, 2]),
+        (False, [3]),
+        (True, [4]),
+        (False, [5]),
+    ]
+
+
+def test_vocabularies_match_registries_and_docs():
+    assert set(MECHANISMS) == set(MECHANISM_REGISTRY)
+    assert set(MODELS) == set(BUILDERS)
+    assert set(PATTERNS) == set(PATTERN_DOCS)
+
+
+def test_case_id_and_round_trip():
+    case = Case("mlp", 8, 512, 64, "middle", (3, 4), "requires_grad")
+    assert case.id == "mlp-d8-w512-b64-middle-requires_grad-adamw-cpu-float32"
+    assert Case.from_dict(case.to_dict()) == case
+    explicit = Case("cnn", 6, 8, 4, "explicit", [4, 1], "no_grad", frozen_mode="eval", threads=2)
+    assert explicit.frozen_blocks == (1, 4)
+    assert explicit.id == "cnn-d6-w8-b4-blocks1.4-no_grad-eval-adamw-cpu-float32-t2"
+    assert explicit.baseline() == Case("cnn", 6, 8, 4, threads=2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mechanism": "freeze"}, "mechanism='freeze' is not one of: none, no_grad"),
+        ({"depth": 0}, "depth=0 must be a positive integer"),
+        ({"optimizer": "lion"}, "optimizer='lion' is not one of: adamw, sgd"),
+        ({"pattern": "prefix"}, "every other pattern needs a mechanism"),
+        ({"frozen_blocks": (9,), "pattern": "explicit", "mechanism": "no_grad"}, "out of range"),
+    ],
+)
+def test_case_validation_names_field_value_and_choices(kwargs: dict[str, object], message: str):
+    base: dict[str, object] = {"model": "mlp", "depth": 4, "width": 8, "batch_size": 2}
+    with pytest.raises(CaseError, match=message.replace("(", r"\(")):
+        Case(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+def test_quick_profile_covers_every_model_pattern_and_mechanism():
+    cases, skips = generate(PROFILES["quick"], Filters())
+    assert not skips
+    assert {c.model for c in cases} == set(MODELS)
+    assert {c.pattern for c in cases} >= set(PATTERNS) - {"explicit"}
+    assert {c.mechanism for c in cases} == set(MECHANISMS)
+    assert {c.optimizer for c in cases} == {"adamw", "sgd"}
+    assert {c.frozen_mode for c in cases} == {"train", "eval"}
+    assert any(c.scenario == "seed" for c in cases)
+    assert len(cases) == len(set(cases))
+
+
+def test_every_group_has_exactly_one_baseline():
+    for profile in PROFILES.values():
+        cases, _ = generate(profile, Filters())
+        baselines = [c for c in cases if c.is_baseline]
+        assert len(baselines) == len(set(baselines))
+        assert {c.baseline() for c in cases} == set(baselines)
+
+
+def test_filters_replace_axes_and_report_impossible_points():
+    f = Filters(models=("mlp",), depths=(2,), patterns=("none", "middle"), mechanisms=("no_grad",))
+    cases, skips = generate(PROFILES["quick"], f)
+    assert [c.id for c in cases] == [
+        "mlp-d2-w64-b16-none-none-adamw-cpu-float32",
+        "mlp-d2-w64-b16-none-none-sgd-cpu-float32",
+    ]
+    assert [s.id for s in skips] == [
+        "mlp-d2-w64-b16-middle-adamw-cpu-float32",
+        "mlp-d2-w64-b16-middle-sgd-cpu-float32",
+    ]
+    assert "needs depth >= 3" in skips[0].reason
+
+
+def test_explicit_blocks_filter():
+    f = Filters(models=("mlp",), optimizers=("adamw",), blocks=(0, 2), mechanisms=("no_grad",))
+    cases, _ = generate(PROFILES["quick"], f)
+    assert [c.id for c in cases] == [
+        "mlp-d4-w64-b16-none-none-adamw-cpu-float32",
+        "mlp-d4-w64-b16-blocks0.2-no_grad-adamw-cpu-float32",
+    ]
+
+
+def test_shard_keeps_cases_with_their_baseline():
+    cases, _ = generate(PROFILES["quick"], Filters())
+    parts = [shard(cases, i, 3) for i in range(3)]
+    assert sorted(c.id for p in parts for c in p) == sorted(c.id for c in cases)
+    for p in parts:
+        assert {c.baseline() for c in p} <= set(p)
+
+
+def test_parse_list_errors_name_the_option():
+    assert parse_list("--bench-model", "mlp, cnn", MODELS) == ("mlp", "cnn")
+    with pytest.raises(CaseError, match="--bench-model='rnn' is not one of: mlp"):
+        parse_list("--bench-model", "rnn", MODELS)
+    with pytest.raises(CaseError, match="empty"):
+        parse_list("--bench-model", "mlp,", MODELS)
+    with pytest.raises(CaseError, match="-1 must be >= 1"):
+        parse_ints("--bench-depth", "4,-1")
+
+
+def test_quantiles_match_hand_values():
+    assert stats.median([3.0, 1.0, 2.0]) == 2.0
+    assert stats.median([1.0, 2.0, 3.0, 4.0]) == 2.5
+    assert stats.quantile([1.0, 2.0, 3.0, 4.0, 5.0], 0.25) == 2.0
+
+
+def test_median_ci_uses_binomial_order_statistics():
+    # n=5 cannot reach 95% (1 - 2/32 = 0.9375); n=6 gives (min, max) at 1 - 2/64 = 0.969.
+    assert stats.median_ci([1.0, 2.0, 3.0, 4.0, 5.0]) is None
+    assert stats.median_ci([6.0, 1.0, 5.0, 2.0, 4.0, 3.0]) == (1.0, 6.0)
+    # n=10: j=2 covers 1 - 2*11/1024 = 0.979; j=3 only 1 - 2*56/1024 = 0.891.
+    assert stats.median_ci([float(i) for i in range(1, 11)]) == (2.0, 9.0)
+
+
+def test_interleaved_ratio_with_a_fake_clock(monkeypatch: pytest.MonkeyPatch):
+    ticks = iter([0.0, 1.0, 1.0, 3.0, 3.0, 5.0, 5.0, 6.0])  # base 1s, case 2s; then case 2, base 1
+    monkeypatch.setattr(stats.Clock, "now", lambda: next(ticks))
+    calls: list[str] = []
+    result = stats.interleaved_ratio(lambda: calls.append("c"), lambda: calls.append("b"), 2)
+    assert calls == ["b", "c", "c", "b"]
+    assert result.ratios == (2.0, 2.0)
+    assert result.median == 2.0 and result.ci_low is None and result.pairs == 2
