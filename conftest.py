@@ -49,6 +49,7 @@ _LIST_OPTIONS: tuple[tuple[str, str, tuple[str, ...] | None, str], ...] = (
 @dataclass(frozen=True)
 class Plan:
     profile: str
+    folded: int
     cases: list[Case]
     skips: list[Skip]
     budget: Budget
@@ -56,6 +57,10 @@ class Plan:
 
 
 PLAN_KEY = pytest.StashKey[Plan]()
+FOLDED_WHY = (
+    "pattern 'none' with a freeze mechanism, or a frozen pattern with mechanism 'none', is the "
+    "baseline: measured once per group, not once per combination"
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -140,7 +145,8 @@ def _plan(config: pytest.Config) -> Plan:
     if name not in PROFILES:
         raise CaseError(f"--bench-profile={name!r} is not one of: {', '.join(PROFILES)}")
     profile = PROFILES[name]
-    cases, skips = generate(profile, _filters(config))
+    sweep = generate(profile, _filters(config))
+    cases, skips = sweep.cases, sweep.skips
     if (text := config.getoption("--bench-shard")) is not None:
         try:
             i, n = (int(x) for x in text.split("/"))
@@ -152,6 +158,7 @@ def _plan(config: pytest.Config) -> Plan:
     needs_cuda = any(c.device == "cuda" for c in cases)
     return Plan(
         name,
+        len(sweep.folded),
         cases,
         skips,
         _budget(config, profile.budget),
@@ -203,6 +210,8 @@ class _Session:
             "profile": self.plan.profile,
             "budget": vars(self.plan.budget),
             "cases_planned": len(self.plan.cases),
+            "combinations_folded": self.plan.folded,
+            "combinations_folded_why": FOLDED_WHY,
             "cuda_unavailable_reason": self.plan.cuda_reason,
         }
 

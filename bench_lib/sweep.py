@@ -34,7 +34,18 @@ from .spec import (
     check_choice,
 )
 
-__all__ = ["PROFILES", "Filters", "Grid", "Profile", "Skip", "generate", "parse_list", "shard"]
+__all__ = [
+    "PROFILES",
+    "Filters",
+    "Grid",
+    "Profile",
+    "Skip",
+    "Sweep",
+    "generate",
+    "parse_ints",
+    "parse_list",
+    "shard",
+]
 
 ALL_PATTERNS = tuple(p for p in PATTERNS if p != "explicit")
 #: Every mechanism but the baseline's.
@@ -259,13 +270,28 @@ class Skip:
     reason: str
 
 
-def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> tuple[list[Case], list[Skip]]:
+@dataclass(frozen=True)
+class Sweep:
+    """Generated cases, impossible points with reasons, and the (baseline, pattern, mechanism)
+    combinations folded into their baseline (``none`` with a freeze mechanism, or a frozen
+    pattern with mechanism ``none``: both are the baseline, measured once per group)."""
+
+    cases: list[Case]
+    skips: list[Skip]
+    folded: set[tuple[Case, str, str]]
+
+
+def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> Sweep:
     patterns = f.patterns or grid.patterns
     if f.blocks and f.patterns is None:
         patterns = ("none", "explicit")
-    mechanisms = tuple(m for m in (f.mechanisms or grid.mechanisms) if m != "none")
+    asked = f.mechanisms or grid.mechanisms
+    mechanisms = tuple(m for m in asked if m != "none")
+    folds = [("none", m) for m in mechanisms if "none" in patterns]
+    folds += [(p, "none") for p in patterns if p != "none" and "none" in asked]
     cases: list[Case] = []
     skips: list[Skip] = []
+    folded: set[tuple[Case, str, str]] = set()
     for depth, width, batch, opt, device, dtype, threads, seed in itertools.product(
         f.depths or grid.depths,
         f.widths or (grid.width,),
@@ -289,6 +315,7 @@ def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> tuple[list[Case], l
             scenario=grid.scenario,
             extra=grid.extra,
         )
+        folded.update((base, p, m) for p, m in folds)
         if "none" in patterns:
             cases.append(base)
         for pattern in patterns:
@@ -312,20 +339,22 @@ def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> tuple[list[Case], l
                         frozen_mode=mode,
                     )
                 )
-    return cases, skips
+    return Sweep(cases, skips, folded)
 
 
-def generate(profile: Profile, filters: Filters) -> tuple[list[Case], list[Skip]]:
+def generate(profile: Profile, filters: Filters) -> Sweep:
     """All cases of ``profile`` narrowed by ``filters``, deduplicated, in a stable order."""
     cases: dict[Case, None] = {}
     skips: dict[Skip, None] = {}
+    folded: set[tuple[Case, str, str]] = set()
     for grid in profile.grids:
         if filters.models is not None and grid.model not in filters.models:
             continue
-        c, s = _grid_cases(grid, profile, filters)
-        cases.update(dict.fromkeys(c))
-        skips.update(dict.fromkeys(s))
-    return list(cases), list(skips)
+        part = _grid_cases(grid, profile, filters)
+        cases.update(dict.fromkeys(part.cases))
+        skips.update(dict.fromkeys(part.skips))
+        folded |= part.folded
+    return Sweep(list(cases), list(skips), folded)
 
 
 def shard(items: Sequence[Case], index: int, count: int) -> list[Case]:

@@ -101,8 +101,9 @@ def test_case_validation_names_field_value_and_choices(kwargs: dict[str, object]
 
 
 def test_quick_profile_covers_every_model_pattern_and_mechanism():
-    cases, skips = generate(PROFILES["quick"], Filters())
-    assert not skips
+    sweep = generate(PROFILES["quick"], Filters())
+    cases = sweep.cases
+    assert not sweep.skips
     assert {c.model for c in cases} == set(MODELS)
     assert {c.pattern for c in cases} >= set(PATTERNS) - {"explicit"}
     assert {c.mechanism for c in cases} == set(MECHANISMS)
@@ -114,7 +115,7 @@ def test_quick_profile_covers_every_model_pattern_and_mechanism():
 
 def test_every_group_has_exactly_one_baseline():
     for profile in PROFILES.values():
-        cases, _ = generate(profile, Filters())
+        cases = generate(profile, Filters()).cases
         baselines = [c for c in cases if c.is_baseline]
         assert len(baselines) == len(set(baselines))
         assert {c.baseline() for c in cases} == set(baselines)
@@ -122,7 +123,8 @@ def test_every_group_has_exactly_one_baseline():
 
 def test_filters_replace_axes_and_report_impossible_points():
     f = Filters(models=("mlp",), depths=(2,), patterns=("none", "middle"), mechanisms=("no_grad",))
-    cases, skips = generate(PROFILES["quick"], f)
+    sweep = generate(PROFILES["quick"], f)
+    cases, skips = sweep.cases, sweep.skips
     assert [c.id for c in cases] == [
         "mlp-d2-w64-b16-none-none-adamw-cpu-float32",
         "mlp-d2-w64-b16-none-none-sgd-cpu-float32",
@@ -132,11 +134,27 @@ def test_filters_replace_axes_and_report_impossible_points():
         "mlp-d2-w64-b16-middle-sgd-cpu-float32",
     ]
     assert "needs depth >= 3" in skips[0].reason
+    # pattern 'none' x no_grad is the baseline, once per group (2 optimizer groups).
+    assert {(b.optimizer, p, m) for b, p, m in sweep.folded} == {
+        ("adamw", "none", "no_grad"),
+        ("sgd", "none", "no_grad"),
+    }
+
+
+def test_a_mechanism_none_with_frozen_patterns_is_folded_too():
+    f = Filters(models=("cnn",), patterns=("none", "prefix"), mechanisms=("none", "no_grad"))
+    sweep = generate(PROFILES["quick"], f)
+    assert [(c.mechanism, c.frozen_mode) for c in sweep.cases] == [
+        ("none", "train"),
+        ("no_grad", "train"),
+        ("no_grad", "eval"),
+    ]
+    assert {(p, m) for _, p, m in sweep.folded} == {("none", "no_grad"), ("prefix", "none")}
 
 
 def test_explicit_blocks_filter():
     f = Filters(models=("mlp",), optimizers=("adamw",), blocks=(0, 2), mechanisms=("no_grad",))
-    cases, _ = generate(PROFILES["quick"], f)
+    cases = generate(PROFILES["quick"], f).cases
     assert [c.id for c in cases] == [
         "mlp-d4-w64-b16-none-none-adamw-cpu-float32",
         "mlp-d4-w64-b16-blocks0.2-no_grad-adamw-cpu-float32",
@@ -144,7 +162,7 @@ def test_explicit_blocks_filter():
 
 
 def test_shard_keeps_cases_with_their_baseline():
-    cases, _ = generate(PROFILES["quick"], Filters())
+    cases = generate(PROFILES["quick"], Filters()).cases
     parts = [shard(cases, i, 3) for i in range(3)]
     assert sorted(c.id for p in parts for c in p) == sorted(c.id for c in cases)
     for p in parts:
