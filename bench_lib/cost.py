@@ -4,7 +4,8 @@ The counter follows the usual convention: matrix products, convolutions and atte
 ``2 * m * n * k``; elementwise work (activations, norms, the optimizer update) counts nothing.
 The stock registry misses operators this suite runs into, so formulas are added here:
 
-* ``aten._scaled_dot_product_flash_attention_for_cpu`` and its backward (CPU SDPA),
+* ``aten._scaled_dot_product_flash_attention_for_cpu`` and its backward (CPU SDPA; pytorch
+  issue 195460, fixed upstream after 2.13 with the same formulas),
 * ``aten._transformer_encoder_layer_fwd`` (the fused fast path ``nn.TransformerEncoderLayer``
   takes in eval mode without grad).
 

@@ -176,7 +176,7 @@ PROFILES: dict[str, Profile] = {
             target_time_s=0.3,
             min_rounds=5,
             max_rounds=60,
-            ratio_pairs=12,
+            ratio_pairs=16,
             phase_reps=5,
         ),
     ),
