@@ -118,7 +118,8 @@ FIELDS: dict[str, Field] = {
 def make_record(values: Mapping[str, Any]) -> dict[str, Any]:
     """A record with exactly the :data:`FIELDS` keys, in schema order.
 
-    ``schema_version`` is set to this writer's version. Raises :class:`RecordError` naming missing or unknown keys.
+    ``schema_version`` is set to this writer's version. Raises :class:`RecordError` naming
+    missing or unknown keys.
     """
     given = {**values, "schema_version": SCHEMA_VERSION}
     missing = [k for k in FIELDS if k not in given]

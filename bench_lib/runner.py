@@ -27,7 +27,7 @@ from .record import FIELDS, make_record
 from .spec import Case
 from .training import Workload, build_workload
 
-__all__ = ["Budget", "TimeSteps", "is_oom", "measure_case"]
+__all__ = ["Budget", "TimeSteps", "is_oom", "measure_case", "warm_up_process"]
 
 #: ``time_steps(step, warmup_rounds, rounds)``: run ``step`` in a timed loop and keep the samples.
 TimeSteps = Callable[[Callable[[], None], int, int], None]
@@ -174,6 +174,20 @@ def _measure(case: Case, budget: Budget, time_steps: TimeSteps, out: dict[str, A
         optimizer_state_bytes=counts.optimizer_state_bytes,
         saved_activation_bytes=counts.saved_activation_bytes,
     )
+
+
+def warm_up_process(device: str) -> None:
+    """Pay the process's one-time costs (thread pools, allocator, the profiler's and the FLOP
+    counter's first use) on a throwaway model, so that the first case measured is not the
+    slowest for reasons of its own. Measures nothing."""
+    w = build_workload(Case("mlp", 2, 16, 4, "prefix", (0,), "requires_grad", device=device))
+    for _ in range(3):
+        w.step()
+    cost.count_step_flops(w)
+    phases.measure_phases(w, 2)
+    memory.measure_peak_memory(w)
+    memory.measure_bytes_by_category(w)
+    _release()
 
 
 def measure_case(case: Case, budget: Budget, time_steps: TimeSteps) -> dict[str, Any]:

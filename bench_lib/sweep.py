@@ -69,6 +69,7 @@ class Grid:
     frozen_modes: tuple[str, ...] = ("train",)
     extra: tuple[tuple[str, int], ...] = ()
     scenario: str = "sweep"
+    blocks: tuple[int, ...] = ()  # the indices of pattern 'explicit'
 
 
 @dataclass(frozen=True)
@@ -100,9 +101,13 @@ def _family(
 ) -> list[Grid]:
     """A family's standard grids: every pattern under the main mechanisms; the traps on the
     prefix and the suffix; eval-mode frozen blocks on the prefix and the middle; SGD (momentum)
-    on the middle."""
+    on the middle; and two isolated frozen blocks (the first and the middle one) at the deepest
+    depth, pattern 'explicit'."""
     extra = tuple(sizes.items())
+    deepest = max(depths)
+    explicit = (0, deepest // 2)
     return [
+        Grid(model, (deepest,), width, batch, ("explicit",), extra=extra, blocks=explicit),
         Grid(model, depths, width, batch, extra=extra),
         Grid(model, depths, width, batch, ("prefix", "suffix"), TRAP_MECHANISMS, extra=extra),
         Grid(
@@ -119,6 +124,7 @@ PROFILES: dict[str, Profile] = {
         "sizes (CI, smoke runs): about a minute on 2 cores",
         (
             Grid("mlp", (4,), 64, 16),
+            Grid("mlp", (4,), 64, 16, ("explicit",), blocks=(0, 2)),
             Grid("mlp", (4,), 64, 16, ("prefix",), TRAP_MECHANISMS),
             Grid(
                 "mlp",
@@ -322,7 +328,7 @@ def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> Sweep:
             if pattern == "none":
                 continue
             try:
-                blocks = pattern_blocks(pattern, depth, f.blocks or ())
+                blocks = pattern_blocks(pattern, depth, f.blocks or grid.blocks)
             except CaseError as e:
                 if pattern == "explicit":
                     raise  # the user's own indices: a usage error, not a skip

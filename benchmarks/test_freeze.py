@@ -15,14 +15,22 @@ from typing import Any
 import pytest
 
 from bench_lib.devices import DeviceUnavailable
-from bench_lib.runner import Budget, measure_case
+from bench_lib.runner import Budget, measure_case, warm_up_process
 from bench_lib.spec import Case
+
+_warmed: set[str] = set()
 
 
 def test_train_step(
     benchmark: Any, case_params: dict[str, Any], bench_budget: Budget, bench_session: Any
 ) -> None:
     case = Case.from_dict(case_params)
+    if case.device not in _warmed:
+        try:
+            warm_up_process(case.device)
+        except DeviceUnavailable as e:
+            pytest.skip(str(e))
+        _warmed.add(case.device)
     benchmark.group = case.baseline().id
     benchmark.name = case.id
 

@@ -29,3 +29,12 @@ def test_readme_documents_every_option(option: str):
 @pytest.mark.parametrize("name", [*PATTERNS, *MECHANISMS])
 def test_readme_documents_every_pattern_and_mechanism(name: str):
     assert f"| `{name}` |" in README
+
+
+def test_readme_profile_case_counts_are_current():
+    from bench_lib.sweep import PROFILES, Filters, generate
+
+    for name, profile in PROFILES.items():
+        row = re.search(rf"^\| `{name}` \|.*\| (\d+) \|$", README, re.MULTILINE)
+        assert row, name
+        assert int(row.group(1)) == len(generate(profile, Filters()).cases), name

@@ -96,7 +96,7 @@ def test_sigkilled_sweep_keeps_its_journal_and_resumes(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     records = all_entries(data)
     assert done < set(records)
-    assert len(records) == 11  # baseline + 5 patterns x 2 mechanisms
+    assert len(records) == 13  # baseline + (5 patterns + explicit blocks 0, 2) x 2 mechanisms
     assert data["freeze_bench"]["resumed"] == len(done)
     # The journal now holds every case exactly once, the resumed ones untouched.
     final = read_journal(journal_path)

@@ -1,0 +1,288 @@
+"""Two runs side by side: cases aligned by identity, ratio of medians, significance, verdicts.
+
+:func:`compare` takes two tidy tables (see :func:`bench_lib.results.tidy`) and returns a
+:class:`Comparison`: one row per case present in both runs, plus the cases present in only one.
+
+*Identity.* Inside one run a case is identified by its axes (:data:`~bench_lib.results.
+IDENTITY_AXES`, what ``case_id`` encodes). Across runs some axes are *expected* to differ:
+the device when comparing CPU with CUDA, the thread count across machines. Those axes are left
+out of the identity. By default (``ignore=None``) that is every axis that holds one value in
+each run and a different value between them; pass ``ignore`` to choose them yourself (an empty
+tuple matches on every axis, i.e. on ``case_id``).
+
+*Significance.* The timed rounds of the two runs (pytest-benchmark's ``stats.data``) are
+compared with a two-sided Mann-Whitney U test (normal approximation with tie and continuity
+correction, :func:`mann_whitney_u`) at level ``alpha`` (0.01 by default). A case is *faster* or
+*slower* only when the test rejects equal distributions; the direction is that of the ratio of
+medians new/base.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .results import IDENTITY_AXES, is_missing
+
+__all__ = [
+    "ALPHA",
+    "CHANGES",
+    "MIN_SAMPLES",
+    "Comparison",
+    "IdentityError",
+    "MannWhitney",
+    "auto_ignored_axes",
+    "compare",
+    "mann_whitney_u",
+]
+
+#: Default significance level of the two-sided test.
+ALPHA = 0.01
+#: Fewer timed rounds than this on either side and the test is not run (the normal
+#: approximation is meaningless and no p-value below 0.01 is reachable with fewer).
+MIN_SAMPLES = 5
+
+#: The time-change labels, in the order the summary lists them, with their meaning.
+CHANGES: dict[str, str] = {
+    "faster": "new is faster (significant, ratio of medians < 1)",
+    "slower": "new is slower (significant, ratio of medians > 1)",
+    "unchanged": "no significant difference",
+    "not tested": "too few timed rounds, or a side failed",
+}
+
+
+class IdentityError(ValueError):
+    """The chosen identity makes two cases of one run collide; the message names them."""
+
+
+@dataclass(frozen=True)
+class MannWhitney:
+    """Result of :func:`mann_whitney_u`: ``u`` is the statistic of the first sample."""
+
+    u: float
+    z: float
+    p: float
+
+
+def _average_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """1-based ranks with ties given their average rank, and the size of every tie group."""
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    # Start of each run of equal values in the sorted order.
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    sizes = np.diff(np.r_[starts, len(values)])
+    avg = starts + (sizes + 1) / 2.0
+    ranks = np.empty(len(values), dtype=float)
+    ranks[order] = np.repeat(avg, sizes)
+    return ranks, sizes
+
+
+def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> MannWhitney:
+    """Two-sided Mann-Whitney U test of ``x`` against ``y`` (normal approximation).
+
+    ``U1 = R1 - n1 (n1 + 1) / 2`` with ``R1`` the sum of ``x``'s ranks in the pooled sample
+    (ties get their average rank). Under H0, ``U`` has mean ``n1 n2 / 2`` and variance
+    ``n1 n2 / 12 * ((n + 1) - sum(t^3 - t) / (n (n - 1)))``, ``t`` the tie group sizes. With
+    ``U = max(U1, n1 n2 - U1)``, ``z = (U - mean - 1/2) / sd`` (continuity correction) and
+    ``p = 2 (1 - Phi(z))``, clipped to [0, 1]. When every value is equal, ``z = 0`` and ``p = 1``.
+
+    Raises ``ValueError`` if either sample is empty.
+    """
+    a = np.asarray(x, dtype=float)
+    b = np.asarray(y, dtype=float)
+    n1, n2 = len(a), len(b)
+    if n1 == 0 or n2 == 0:
+        raise ValueError(f"Mann-Whitney needs two non-empty samples, got sizes {n1} and {n2}")
+    n = n1 + n2
+    ranks, ties = _average_ranks(np.concatenate([a, b]))
+    u1 = float(ranks[:n1].sum()) - n1 * (n1 + 1) / 2.0
+    mean = n1 * n2 / 2.0
+    tie_term = float((ties.astype(float) ** 3 - ties).sum()) / (n * (n - 1)) if n > 1 else 0.0
+    var = n1 * n2 / 12.0 * ((n + 1) - tie_term)
+    if var <= 0:
+        return MannWhitney(u1, 0.0, 1.0)
+    u = max(u1, n1 * n2 - u1)
+    z = (u - mean - 0.5) / math.sqrt(var)
+    p = min(1.0, max(0.0, math.erfc(z / math.sqrt(2.0))))
+    return MannWhitney(u1, z, p)
+
+
+def _axis_values(frame: pd.DataFrame, axis: str) -> set[Any]:
+    return {None if is_missing(v) else _hashable(v) for v in frame[axis]}
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, (list, np.ndarray)) else value
+
+
+def auto_ignored_axes(base: pd.DataFrame, new: pd.DataFrame) -> tuple[str, ...]:
+    """Axes that hold one value in each run and differ between them (e.g. ``device``)."""
+    out = []
+    for axis in IDENTITY_AXES:
+        b, n = _axis_values(base, axis), _axis_values(new, axis)
+        if len(b) == 1 and len(n) == 1 and b != n:
+            out.append(axis)
+    return tuple(out)
+
+
+def _identity(row: pd.Series, axes: Sequence[str]) -> tuple[Any, ...]:
+    return tuple(None if is_missing(row[a]) else _hashable(row[a]) for a in axes)
+
+
+def _index(frame: pd.DataFrame, axes: Sequence[str], side: str) -> dict[tuple[Any, ...], int]:
+    index: dict[tuple[Any, ...], int] = {}
+    for i, row in frame.iterrows():
+        key = _identity(row, axes)
+        if key in index:
+            other = str(frame.at[index[key], "case_id"])
+            raise IdentityError(
+                f"in the {side} run, {other} and {row['case_id']} have the same identity once "
+                f"the ignored axes are left out; ignore fewer axes"
+            )
+        index[key] = int(i)  # type: ignore[call-overload]
+    return index
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The aligned cases and what could not be aligned.
+
+    ``table`` has one row per case in both runs, in the base run's order: ``case_id`` (base
+    run's), ``new_case_id``, axes, ``base_median_s``, ``new_median_s``, ``median_ratio``
+    (new/base), ``p_value``, ``change`` (a :data:`CHANGES` key), ``base_verdict``,
+    ``new_verdict``, ``base_validity``, ``new_validity``, ``verdict_change`` (``newly invalid``,
+    ``newly valid``, ``newly failed``, ``recovered``, ``verdict changed`` or ``""``),
+    ``base_time_ratio``, ``new_time_ratio``, ``base_peak_memory_bytes``,
+    ``new_peak_memory_bytes``, ``memory_ratio``.
+    """
+
+    table: pd.DataFrame
+    only_base: pd.DataFrame
+    only_new: pd.DataFrame
+    ignored_axes: tuple[str, ...]
+    ignored_values: dict[str, tuple[Any, Any]]
+    auto_ignored: bool
+    alpha: float
+
+    def counts(self) -> dict[str, int]:
+        """How many aligned cases fall under each :data:`CHANGES` label and verdict change."""
+        out = {k: int((self.table["change"] == k).sum()) for k in CHANGES}
+        for k in ("newly invalid", "newly valid", "newly failed", "recovered", "verdict changed"):
+            out[k] = int((self.table["verdict_change"] == k).sum())
+        return out
+
+
+def _samples(row: pd.Series) -> list[float]:
+    data = row["samples"]
+    if is_missing(data):
+        return []
+    return [float(v) for v in data]
+
+
+def _change(row_b: pd.Series, row_n: pd.Series, alpha: float) -> tuple[float, float, str]:
+    """(ratio of medians new/base, p-value, change label)."""
+    mb, mn = row_b["median_s"], row_n["median_s"]
+    ratio = math.nan if is_missing(mb) or is_missing(mn) or not mb else float(mn) / float(mb)
+    xb, xn = _samples(row_b), _samples(row_n)
+    if len(xb) < MIN_SAMPLES or len(xn) < MIN_SAMPLES or math.isnan(ratio):
+        return ratio, math.nan, "not tested"
+    p = mann_whitney_u(xn, xb).p
+    if p >= alpha or ratio == 1.0:
+        return ratio, p, "unchanged"
+    return ratio, p, "faster" if ratio < 1.0 else "slower"
+
+
+def _verdict_change(vb: str, vn: str, db: Any, dn: Any) -> str:
+    if vb == vn:
+        return "" if is_missing(db) or is_missing(dn) or db == dn else "verdict changed"
+    if vn == "failed":
+        return "newly failed"
+    if vb == "failed":
+        return "recovered"
+    if vb == "valid" and vn == "invalid":
+        return "newly invalid"
+    if vb == "invalid" and vn == "valid":
+        return "newly valid"
+    return ""  # one side unknown: nothing can be said
+
+
+def _ratio(num: Any, den: Any) -> float:
+    if is_missing(num) or is_missing(den) or not den:
+        return math.nan
+    return float(num) / float(den)
+
+
+_CARRIED_AXES = ("scenario", "model", "depth", "pattern", "frozen_blocks", "mechanism")
+
+
+def compare(
+    base: pd.DataFrame,
+    new: pd.DataFrame,
+    ignore: Sequence[str] | None = None,
+    alpha: float = ALPHA,
+) -> Comparison:
+    """Align ``new`` with ``base`` and compare every case present in both.
+
+    ``ignore``: identity axes to leave out (``None``: :func:`auto_ignored_axes`). Raises
+    ``ValueError`` for an unknown axis and :class:`IdentityError` when the identity makes two
+    cases of one run collide.
+    """
+    unknown = [a for a in ignore or () if a not in IDENTITY_AXES]
+    if unknown:
+        raise ValueError(f"unknown axis {unknown[0]!r}; axes: {', '.join(IDENTITY_AXES)}")
+    auto = ignore is None
+    ignored = auto_ignored_axes(base, new) if ignore is None else tuple(dict.fromkeys(ignore))
+    axes = [a for a in IDENTITY_AXES if a not in ignored]
+    base = base.reset_index(drop=True)
+    new = new.reset_index(drop=True)
+    ib = _index(base, axes, "base")
+    inew = _index(new, axes, "new")
+    rows: list[dict[str, Any]] = []
+    for key, i in ib.items():
+        if key not in inew:
+            continue
+        b: pd.Series[Any] = base.iloc[i]
+        n: pd.Series[Any] = new.iloc[inew[key]]
+        ratio, p, change = _change(b, n, alpha)
+        row: dict[str, Any] = {"case_id": b["case_id"], "new_case_id": n["case_id"]}
+        row.update({a: b[a] for a in _CARRIED_AXES})
+        row.update(
+            base_median_s=b["median_s"],
+            new_median_s=n["median_s"],
+            median_ratio=ratio,
+            p_value=p,
+            change=change,
+            base_verdict=b["verdict"],
+            new_verdict=n["verdict"],
+            base_validity=b["validity"],
+            new_validity=n["validity"],
+            verdict_change=_verdict_change(
+                str(b["validity"]), str(n["validity"]), b["verdict"], n["verdict"]
+            ),
+            base_time_ratio=b["time_ratio"],
+            new_time_ratio=n["time_ratio"],
+            base_peak_memory_bytes=b["peak_memory_bytes"],
+            new_peak_memory_bytes=n["peak_memory_bytes"],
+            memory_ratio=_ratio(n["peak_memory_bytes"], b["peak_memory_bytes"]),
+            base_status=b["status"],
+            new_status=n["status"],
+        )
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if not rows:
+        table = pd.DataFrame(columns=["case_id", "change", "verdict_change", "mechanism"])
+    only_base = base.loc[[i for k, i in ib.items() if k not in inew]]
+    only_new = new.loc[[i for k, i in inew.items() if k not in ib]]
+    values = {a: (_one(base, a), _one(new, a)) for a in ignored}
+    return Comparison(table, only_base, only_new, ignored, values, auto, alpha)
+
+
+def _one(frame: pd.DataFrame, axis: str) -> Any:
+    """The value of ``axis`` in ``frame`` if it has one, else a sorted tuple of its values."""
+    values = sorted(_axis_values(frame, axis), key=str)
+    return values[0] if len(values) == 1 else tuple(values)

@@ -1,0 +1,677 @@
+"""Benchmark files in, one tidy table out.
+
+Reads pytest-benchmark JSON files written by the suite (``--benchmark-json``) and the suite's
+JSON-lines journals (``RUN.json.journal.jsonl``), told apart by their content, not their name.
+:func:`load_run` checks a file and returns a :class:`Run`; :func:`tidy` turns runs into one
+:class:`pandas.DataFrame` with one row per case per file. Every problem with an input file raises
+:class:`InputError`, whose message is one line naming the file and the problem.
+
+The table keeps the record's units: bytes are bytes and seconds are seconds. :func:`scale`
+picks a display unit (KiB, ms, ...) for renderers; nothing here rounds.
+
+This module, like the whole analysing side, never imports torch: everything it knows, machine
+information included, comes from the files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .record import FIELDS, SCHEMA_VERSION
+from .spec import MECHANISMS, PATTERNS
+
+__all__ = [
+    "BASELINE_KEY",
+    "BYTE_UNITS",
+    "COLUMNS",
+    "EN_DASH",
+    "IDENTITY_AXES",
+    "JOURNAL_VERSIONS",
+    "KNOWN_SCHEMA_VERSIONS",
+    "MACHINE_KEYS",
+    "NOISE_THRESHOLD",
+    "OPTIONAL_FIELDS",
+    "SECOND_UNITS",
+    "TIMES",
+    "Entry",
+    "InputError",
+    "Run",
+    "is_missing",
+    "load_run",
+    "load_runs",
+    "mechanism_order",
+    "order_names",
+    "pattern_label",
+    "pattern_label_order",
+    "pattern_order",
+    "scale",
+    "setup_key",
+    "table_csv",
+    "tidy",
+]
+
+#: Record schema versions this reader understands (every version up to the writer's).
+KNOWN_SCHEMA_VERSIONS: frozenset[int] = frozenset(range(1, SCHEMA_VERSION + 1))
+#: Journal format versions this reader understands.
+JOURNAL_VERSIONS: frozenset[int] = frozenset({1})
+
+#: Record fields that files written before they existed lack. A missing one becomes a null
+#: column, and renderers say "not measured in this run" instead of failing.
+OPTIONAL_FIELDS: tuple[str, ...] = (
+    "valid",
+    "verdict",
+    "verdict_detail",
+    "flops_forward",
+    "flops_backward",
+    "flops_ratio",
+    "flops_uncounted_ops",
+    "forward_s",
+    "backward_s",
+    "optimizer_s",
+)
+
+#: ``machine_info`` keys copied into ``machine_<key>`` columns (absent ones are null).
+MACHINE_KEYS: tuple[str, ...] = (
+    "node",
+    "system",
+    "release",
+    "machine",
+    "python_implementation",
+    "python_version",
+    "torch_version",
+    "torch_cuda_version",
+    "cuda_available",
+    "gpu_name",
+    "gpu_count",
+    "gpu_memory_bytes",
+    "cpu_model",
+    "cpu_count_logical",
+    "cpu_count_physical",
+    "memory_total_bytes",
+    "torch_threads",
+    "torch_interop_threads",
+    "omp_num_threads",
+)
+
+#: pytest-benchmark ``stats`` keys copied into columns, and the column each becomes.
+_STATS_COLUMNS: dict[str, str] = {
+    "median": "median_s",
+    "iqr": "iqr_s",
+    "mean": "mean_s",
+    "min": "min_s",
+    "stddev": "stddev_s",
+    "rounds": "stats_rounds",
+    "data": "samples",
+}
+
+#: The fields that make a case's baseline: same everything, nothing frozen. ``seq_len`` and
+#: ``image_size`` are family sizes that a Case carries too, so they belong to the identity.
+BASELINE_KEY: tuple[str, ...] = (
+    "source",
+    "model",
+    "depth",
+    "width",
+    "batch_size",
+    "seq_len",
+    "image_size",
+    "optimizer",
+    "device",
+    "dtype",
+    "threads",
+    "seed",
+    "scenario",
+)
+
+#: The axes that identify a case inside one run (what ``case_id`` encodes, field by field).
+IDENTITY_AXES: tuple[str, ...] = (
+    "scenario",
+    "model",
+    "depth",
+    "width",
+    "batch_size",
+    "seq_len",
+    "image_size",
+    "pattern",
+    "frozen_blocks",
+    "mechanism",
+    "frozen_mode",
+    "optimizer",
+    "device",
+    "dtype",
+    "threads",
+    "seed",
+)
+
+#: A case's time ratio is *noisy* when its 95% interval is wider than this fraction of the
+#: ratio, or when the run had too few pairs to give an interval at all.
+NOISE_THRESHOLD = 0.10
+
+#: Derived and bookkeeping columns of :func:`tidy`'s table: name -> (unit, meaning). Record
+#: fields are documented in :data:`bench_lib.record.FIELDS`.
+COLUMNS: dict[str, tuple[str, str]] = {
+    "source": ("-", "the file the row came from, as given on the command line"),
+    "source_label": ("-", "short unique name of that file (its base name)"),
+    "source_format": ("-", "`pytest-benchmark` or `journal`"),
+    "run_datetime": ("-", "when the run was written (the file's `datetime`)"),
+    "profile": ("-", "the sweep profile of the run"),
+    "name": ("-", "pytest-benchmark's benchmark name"),
+    "group": ("-", "pytest-benchmark's group (the baseline's case id)"),
+    "median_s": ("s", "median step time of the timed rounds"),
+    "iqr_s": ("s", "interquartile range of the timed rounds"),
+    "mean_s": ("s", "mean step time of the timed rounds"),
+    "min_s": ("s", "fastest timed round"),
+    "stddev_s": ("s", "standard deviation of the timed rounds"),
+    "stats_rounds": ("rounds", "timed rounds pytest-benchmark kept"),
+    "samples": ("list of s", "every timed round (pytest-benchmark's stats.data)"),
+    "validity": ("-", "`valid`, `invalid`, `failed` (status not ok) or `unknown` (not measured)"),
+    "pattern_label": (
+        "-",
+        "the pattern as shown: `explicit [1, 3]` with its blocks, ` (eval)` for frozen eval mode",
+    ),
+    "ratio_ci_width": ("fraction", "(ci_high - ci_low) / time_ratio; null without an interval"),
+    "noisy": ("bool", f"ratio interval wider than {NOISE_THRESHOLD:.0%} of the ratio, or none"),
+    "has_baseline": ("bool", "the baseline of this case is in the same file"),
+    "base_median_s": ("s", "the baseline's median step time"),
+    "base_peak_memory_bytes": ("bytes", "the baseline's peak memory"),
+    "base_saved_activation_bytes": ("bytes", "the baseline's saved activations"),
+    "base_grad_bytes": ("bytes", "the baseline's gradient bytes"),
+    "base_flops_backward": ("FLOPs", "the baseline's backward FLOPs"),
+    "base_backward_s": ("s", "the baseline's backward phase time"),
+    "peak_ratio": ("ratio", "peak_memory_bytes / the baseline's peak_memory_bytes"),
+    "saved_activation_ratio": ("ratio", "saved_activation_bytes / the baseline's"),
+    "flops_backward_ratio": ("ratio", "flops_backward / the baseline's"),
+    "backward_ratio": ("ratio", "backward_s / the baseline's backward_s"),
+}
+for _key in MACHINE_KEYS:
+    COLUMNS[f"machine_{_key}"] = ("-", f"machine_info.{_key} of the file")
+del _key
+
+#: Columns that say where a row came from, first in the table.
+_FILE_COLUMNS: tuple[str, ...] = (
+    "source",
+    "source_label",
+    "source_format",
+    "run_datetime",
+    "profile",
+    "name",
+    "group",
+)
+
+#: Columns copied from a case's baseline row into ``base_<column>``.
+_BASE_COPIES: tuple[str, ...] = (
+    "median_s",
+    "peak_memory_bytes",
+    "saved_activation_bytes",
+    "grad_bytes",
+    "flops_backward",
+    "backward_s",
+)
+
+#: Ratios to the baseline: column -> (numerator, denominator).
+_BASE_RATIOS: dict[str, tuple[str, str]] = {
+    "peak_ratio": ("peak_memory_bytes", "base_peak_memory_bytes"),
+    "saved_activation_ratio": ("saved_activation_bytes", "base_saved_activation_bytes"),
+    "flops_backward_ratio": ("flops_backward", "base_flops_backward"),
+    "backward_ratio": ("backward_s", "base_backward_s"),
+}
+
+#: Characters renderers share: the multiplication sign of ratios (0.62x) and the en dash of
+#: ranges, as escapes so that the source stays ASCII-unambiguous.
+TIMES = "\u00d7"
+EN_DASH = "\u2013"
+
+#: Display units, largest first: (name, size in the stored unit).
+BYTE_UNITS: tuple[tuple[str, float], ...] = (
+    ("GiB", 2.0**30),
+    ("MiB", 2.0**20),
+    ("KiB", 2.0**10),
+    ("B", 1.0),
+)
+SECOND_UNITS: tuple[tuple[str, float], ...] = (
+    ("s", 1.0),
+    ("ms", 1e-3),
+    ("µs", 1e-6),
+    ("ns", 1e-9),
+)
+
+
+class InputError(Exception):
+    """An input file cannot be used. ``str(err)`` is ``"FILE: problem"`` on one line."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = " ".join(problem.split())
+        super().__init__(f"{path}: {self.problem}")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One case of a run: its benchmark name, the record, and the stats (None if it failed)."""
+
+    name: str
+    group: str | None
+    record: Mapping[str, Any]
+    stats: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Run:
+    """One checked input file.
+
+    ``entries`` holds measured cases and failed ones (``stats is None``); ``skipped`` the
+    ``{"id", "reason"}`` entries of ``freeze_bench.skipped``; ``notes`` anything the reader
+    tolerated and the report should say (e.g. a journal's incomplete last line).
+    """
+
+    path: str
+    format: str
+    datetime: str | None
+    version: str | None
+    machine_info: Mapping[str, Any]
+    commit_info: Mapping[str, Any]
+    freeze_bench: Mapping[str, Any]
+    entries: tuple[Entry, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        items = self.freeze_bench.get("skipped") or []
+        return [
+            {"id": str(s.get("id", "?")), "reason": str(s.get("reason", ""))}
+            for s in items
+            if isinstance(s, Mapping)
+        ]
+
+    @property
+    def measured(self) -> list[Entry]:
+        return [e for e in self.entries if e.stats is not None]
+
+    @property
+    def failed(self) -> list[Entry]:
+        return [e for e in self.entries if e.stats is None]
+
+    @property
+    def profile(self) -> str | None:
+        p = self.freeze_bench.get("profile")
+        return None if p is None else str(p)
+
+
+def is_missing(value: Any) -> bool:
+    """True for None, NaN and pandas' NA/NaT (not for lists, which pd.isna would map)."""
+    if value is None:
+        return True
+    if isinstance(value, (list, tuple, dict, np.ndarray)):
+        return False
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def scale(value: float, units: Sequence[tuple[str, float]]) -> tuple[float, str]:
+    """``value`` in the largest unit of ``units`` it is at least 1 of: 1536 B -> (1.5, 'KiB')."""
+    magnitude = abs(value)
+    for name, size in units:
+        if magnitude >= size:
+            return value / size, name
+    name, size = units[-1]
+    return value / size, name
+
+
+def order_names(names: Iterable[str], known: Sequence[str]) -> list[str]:
+    """Distinct ``names``: those in ``known`` first in its order, the others alphabetically.
+
+    Mechanisms and patterns are open strings (trap variants are welcome); this keeps the six
+    known mechanisms in their usual order and appends anything else.
+    """
+    distinct = {str(n) for n in names if not is_missing(n)}
+    first = [k for k in known if k in distinct]
+    return first + sorted(distinct - set(first))
+
+
+def pattern_label(row: Mapping[str, Any]) -> str:
+    """``middle``, ``explicit [1, 3]`` (its blocks), ``prefix (eval)`` (frozen blocks in eval
+    mode): a pattern as tables and figures show it, one label per distinct frozen setting."""
+    label = str(row.get("pattern"))
+    blocks: Any = row.get("frozen_blocks")
+    if label == "explicit" and isinstance(blocks, (list, tuple)):
+        label += " [" + ", ".join(str(b) for b in blocks) + "]"
+    mode: Any = row.get("frozen_mode")
+    if not is_missing(mode) and mode != "train":
+        label += f" ({mode})"
+    return label
+
+
+def pattern_label_order(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Distinct pattern labels of ``rows``, in :func:`pattern_order` of their patterns."""
+    pairs = {(str(r.get("pattern")), str(r.get("pattern_label"))) for r in rows}
+    order = pattern_order(p for p, _ in pairs)
+    return [label for _, label in sorted(pairs, key=lambda x: (order.index(x[0]), x[1]))]
+
+
+def mechanism_order(names: Iterable[str]) -> list[str]:
+    return order_names(names, MECHANISMS)
+
+
+def pattern_order(names: Iterable[str]) -> list[str]:
+    return order_names(names, PATTERNS)
+
+
+# ---------------------------------------------------------------------------- reading files
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except IsADirectoryError:
+        raise InputError(path, "is a directory, not a benchmark file") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "not UTF-8 text, so not a benchmark JSON file") from None
+    except OSError as e:
+        raise InputError(path, f"cannot be read ({e.strerror or e})") from None
+
+
+def _check_record(path: str, where: str, record: Any) -> Mapping[str, Any]:
+    if not isinstance(record, Mapping):
+        raise InputError(path, f"{where} has no freeze-bench record (extra_info is not an object)")
+    version = record.get("schema_version")
+    if version is None:
+        raise InputError(
+            path, f"{where} has no freeze-bench record (extra_info.schema_version is missing)"
+        )
+    if isinstance(version, bool) or version not in KNOWN_SCHEMA_VERSIONS:
+        known = ", ".join(str(v) for v in sorted(KNOWN_SCHEMA_VERSIONS))
+        raise InputError(
+            path,
+            f"{where} has record schema_version {version!r}, which this freeze-bench does not "
+            f"know (known: {known}); upgrade freeze-bench to read it",
+        )
+    for key in ("case_id", "mechanism", "pattern", "model", "status"):
+        if key not in record:
+            raise InputError(path, f"{where}: record has no {key!r} field")
+    return record
+
+
+def _check_stats(path: str, where: str, stats: Any) -> Mapping[str, Any]:
+    if not isinstance(stats, Mapping) or "median" not in stats:
+        raise InputError(path, f"{where} has no pytest-benchmark stats (stats.median is missing)")
+    return stats
+
+
+def _entry(path: str, where: str, item: Any, *, failed: bool) -> Entry:
+    """Check one benchmark object; ``where`` names it in messages (e.g. "benchmark 3")."""
+    if not isinstance(item, Mapping):
+        raise InputError(path, f"{where} is not an object")
+    name = item.get("name")
+    if name:
+        where = f"{where} ({name})"
+    record = _check_record(path, where, item.get("extra_info"))
+    raw_stats = item.get("stats")
+    stats = None if failed or raw_stats is None else _check_stats(path, where, raw_stats)
+    if not failed and stats is None:
+        raise InputError(path, f"{where} has no pytest-benchmark stats")
+    group = item.get("group")
+    return Entry(
+        str(name or record["case_id"]), None if group is None else str(group), record, stats
+    )
+
+
+def _load_benchmark_json(path: str, doc: Mapping[str, Any]) -> Run:
+    benchmarks = doc.get("benchmarks")
+    if not isinstance(benchmarks, list):
+        raise InputError(path, "not pytest-benchmark output (no 'benchmarks' list)")
+    meta = doc.get("freeze_bench")
+    if meta is not None and not isinstance(meta, Mapping):
+        raise InputError(path, "'freeze_bench' is not an object")
+    meta = meta or {}
+    entries = [_entry(path, f"benchmark {i}", b, failed=False) for i, b in enumerate(benchmarks)]
+    failed = meta.get("failed") or []
+    if not isinstance(failed, list):
+        raise InputError(path, "'freeze_bench.failed' is not a list")
+    entries += [_entry(path, f"failed case {i}", b, failed=True) for i, b in enumerate(failed)]
+    if not entries and not meta:
+        raise InputError(
+            path, "pytest-benchmark output without any benchmark and without a freeze_bench section"
+        )
+    return Run(
+        path=path,
+        format="pytest-benchmark",
+        datetime=_opt_str(doc.get("datetime")),
+        version=_opt_str(doc.get("version")),
+        machine_info=_mapping(doc.get("machine_info")),
+        commit_info=_mapping(doc.get("commit_info")),
+        freeze_bench=meta,
+        entries=tuple(entries),
+    )
+
+
+def _load_journal(path: str, text: str) -> Run:
+    lines = text.split("\n")
+    header = json.loads(lines[0])
+    version = header.get("journal_version")
+    if isinstance(version, bool) or version not in JOURNAL_VERSIONS:
+        known = ", ".join(str(v) for v in sorted(JOURNAL_VERSIONS))
+        raise InputError(
+            path, f"journal_version {version!r} is not one this freeze-bench knows (known: {known})"
+        )
+    entries: list[Entry] = []
+    notes: list[str] = []
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=0)
+    for i, line in enumerate(lines[1:], start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            # A run that died mid-write leaves its last line incomplete: that is what a journal
+            # is for, so the line is dropped and said. A bad line anywhere else is corruption.
+            if i == last and not text.endswith("\n"):
+                notes.append(f"journal line {i + 1} is incomplete (the run stopped mid-write)")
+                continue
+            raise InputError(path, f"journal line {i + 1} is not valid JSON ({e.msg})") from None
+        failed = isinstance(item, Mapping) and item.get("stats") is None
+        entries.append(_entry(path, f"journal line {i + 1}", item, failed=failed))
+    meta = _mapping(header.get("freeze_bench"))
+    return Run(
+        path=path,
+        format="journal",
+        datetime=_opt_str(header.get("datetime")),
+        version=None,
+        machine_info=_mapping(header.get("machine_info")),
+        commit_info=_mapping(header.get("commit_info")),
+        freeze_bench=meta,
+        entries=tuple(entries),
+        notes=tuple(notes),
+    )
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _first_json_line(text: str) -> Any:
+    first = text.split("\n", 1)[0]
+    try:
+        return json.loads(first)
+    except json.JSONDecodeError:
+        return None
+
+
+def load_run(path: str) -> Run:
+    """Read and check one file: a pytest-benchmark JSON file or a freeze-bench journal.
+
+    The format is recognised by content: a journal's first line is an object with
+    ``journal_version``. Raises :class:`InputError` for a missing, empty, truncated or foreign
+    file, a record without ``schema_version`` or with one this reader does not know.
+    """
+    text = _read_text(path)
+    if not text.strip():
+        raise InputError(path, "empty file")
+    first = _first_json_line(text)
+    if isinstance(first, Mapping) and "journal_version" in first:
+        return _load_journal(path, text)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        # A document cut short (a run killed while writing) ends inside it, not on a bracket.
+        if e.pos >= len(text.rstrip()) or text.rstrip()[-1] not in "}]":
+            problem = "truncated JSON (the file ends before the document does)"
+        else:
+            problem = f"invalid JSON at line {e.lineno} column {e.colno} ({e.msg})"
+        raise InputError(path, problem) from None
+    if not isinstance(doc, Mapping):
+        raise InputError(path, "not pytest-benchmark output (the JSON is not an object)")
+    return _load_benchmark_json(path, doc)
+
+
+def load_runs(paths: Sequence[str]) -> list[Run]:
+    """:func:`load_run` for every path, in order; the first problem raises."""
+    return [load_run(p) for p in paths]
+
+
+# ---------------------------------------------------------------------------- the tidy table
+
+
+def _labels(runs: Sequence[Run]) -> list[str]:
+    """Short unique labels: base names, with the parent folder added where two collide."""
+    names = [os.path.basename(r.path) or r.path for r in runs]
+    out = []
+    for r, n in zip(runs, names, strict=True):
+        out.append(r.path if names.count(n) > 1 else n)
+    return out
+
+
+def _row(run: Run, label: str, entry: Entry) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "source": run.path,
+        "source_label": label,
+        "source_format": run.format,
+        "run_datetime": run.datetime,
+        "profile": run.profile,
+        "name": entry.name,
+        "group": entry.group,
+    }
+    row.update(entry.record)
+    stats = entry.stats or {}
+    for key, column in _STATS_COLUMNS.items():
+        value = stats.get(key)
+        row[column] = list(value) if key == "data" and value is not None else value
+    for key in MACHINE_KEYS:
+        row[f"machine_{key}"] = run.machine_info.get(key)
+    return row
+
+
+def _validity(row: Mapping[str, Any]) -> str:
+    if row.get("status") != "ok":
+        return "failed"
+    valid = row.get("valid")
+    if not is_missing(valid):
+        return "valid" if bool(valid) else "invalid"
+    verdict = row.get("verdict")
+    if not is_missing(verdict):
+        return "valid" if verdict == "ok" else "invalid"
+    return "unknown"
+
+
+def _ci_width(row: Mapping[str, Any]) -> float:
+    lo: Any = row.get("time_ratio_ci_low")
+    hi: Any = row.get("time_ratio_ci_high")
+    ratio: Any = row.get("time_ratio")
+    if is_missing(lo) or is_missing(hi) or is_missing(ratio) or not ratio:
+        return math.nan
+    return (float(hi) - float(lo)) / float(ratio)
+
+
+def _key_tuple(row: Mapping[str, Any], columns: Sequence[str]) -> tuple[Any, ...]:
+    return tuple(None if is_missing(row.get(c)) else _hashable(row.get(c)) for c in columns)
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def setup_key(row: Mapping[str, Any], columns: Sequence[str] = BASELINE_KEY) -> tuple[Any, ...]:
+    """The values of ``columns`` in ``row`` as a hashable tuple (nulls as None, lists as tuples)."""
+    return _key_tuple(row, columns)
+
+
+def tidy(runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per case per file: record fields, stats, file and machine columns, derived columns.
+
+    Columns: every :data:`~bench_lib.record.FIELDS` key and :data:`OPTIONAL_FIELDS` key (null
+    where a file lacks it), any further record keys a newer writer added, and :data:`COLUMNS`.
+    Failed cases (status ``oom``/``error``) are rows with null stats. Rows keep file order.
+    """
+    labels = _labels(runs)
+    rows = [
+        _row(run, label, e) for run, label in zip(runs, labels, strict=True) for e in run.entries
+    ]
+    fixed = list(_FILE_COLUMNS) + list(FIELDS) + list(OPTIONAL_FIELDS)
+    fixed += [c for c in _STATS_COLUMNS.values()] + [f"machine_{k}" for k in MACHINE_KEYS]
+    extra = sorted({k for r in rows for k in r} - set(fixed))
+    columns = list(dict.fromkeys(fixed + extra))
+    records = [{c: r.get(c) for c in columns} for r in rows]
+    for r in records:
+        r["validity"] = _validity(r)
+        r["pattern_label"] = pattern_label(r)
+        width = _ci_width(r)
+        r["ratio_ci_width"] = width
+        r["noisy"] = r["status"] == "ok" and not (width <= NOISE_THRESHOLD)
+    baselines: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in records:
+        if r.get("mechanism") == "none" and r.get("pattern") == "none" and r["status"] == "ok":
+            baselines.setdefault(setup_key(r), r)
+    for r in records:
+        base = baselines.get(setup_key(r))
+        r["has_baseline"] = base is not None
+        for c in _BASE_COPIES:
+            r[f"base_{c}"] = None if base is None else base.get(c)
+        for c, (num, den) in _BASE_RATIOS.items():
+            r[c] = _ratio(r.get(num), r.get(den))
+    frame = pd.DataFrame.from_records(records, columns=columns + _DERIVED)
+    return frame
+
+
+_DERIVED: list[str] = [
+    "validity",
+    "pattern_label",
+    "ratio_ci_width",
+    "noisy",
+    "has_baseline",
+    *(f"base_{c}" for c in _BASE_COPIES),
+    *_BASE_RATIOS,
+]
+
+
+def _ratio(num: Any, den: Any) -> float:
+    if is_missing(num) or is_missing(den) or not den:
+        return math.nan
+    return float(num) / float(den)
+
+
+def table_csv(frame: pd.DataFrame) -> str:
+    """The tidy table as CSV text: list columns as JSON, the raw timed rounds left out (they
+    stay in the benchmark files); bytes and seconds unscaled."""
+    out = frame.drop(columns=["samples"], errors="ignore").copy()
+    for column in out.columns:
+        if out[column].map(lambda v: isinstance(v, (list, tuple))).any():
+            out[column] = out[column].map(
+                lambda v: json.dumps(list(v)) if isinstance(v, (list, tuple)) else v
+            )
+    text: str = out.to_csv(index=False, lineterminator="\n")
+    return text

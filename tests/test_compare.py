@@ -1,0 +1,125 @@
+"""compare.py: the Mann-Whitney U test against hand-computed values, and run alignment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench_lib.compare import IdentityError, auto_ignored_axes, compare, mann_whitney_u
+from bench_lib.results import load_run, tidy
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _frame(*names: str) -> pd.DataFrame:
+    return tidy([load_run(str(FIXTURES / n)) for n in names])
+
+
+# ---------------------------------------------------------------------------- Mann-Whitney U
+
+
+def test_mann_whitney_separated_samples() -> None:
+    # x = 1, 2, 3 takes ranks 1, 2, 3: R1 = 6, U1 = 6 - 3*4/2 = 0, U2 = 9.
+    # mean = 9/2 = 4.5; var = 9/12 * 7 = 5.25 (no ties); z = (9 - 4.5 - 0.5) / sqrt(5.25)
+    # = 4 / 2.2913 = 1.74574; p = 2 * (1 - Phi(1.74574)) = 2 * 0.040428 = 0.080856.
+    r = mann_whitney_u([1, 2, 3], [4, 5, 6])
+    assert r.u == 0
+    assert r.z == pytest.approx(1.745743, abs=1e-6)
+    assert r.p == pytest.approx(0.080856, abs=1e-6)
+
+
+def test_mann_whitney_with_ties() -> None:
+    # Pooled sorted: 1, 2, 2, 2, 3, 4 -> ranks 1, 3, 3, 3, 5, 6 (the three 2s share rank 3).
+    # x = 1, 2, 2: R1 = 1 + 3 + 3 = 7, U1 = 7 - 6 = 1, U2 = 8. Tie group t = 3: t^3 - t = 24.
+    # var = 9/12 * ((6 + 1) - 24 / (6 * 5)) = 0.75 * 6.2 = 4.65
+    # z = (8 - 4.5 - 0.5) / sqrt(4.65) = 3 / 2.156386 = 1.391217
+    # p = 2 * (1 - Phi(1.391217)) = 2 * 0.082080 = 0.164160.
+    r = mann_whitney_u([1, 2, 2], [2, 3, 4])
+    assert r.u == 1
+    assert r.z == pytest.approx(1.391217, abs=1e-6)
+    assert r.p == pytest.approx(0.164160, abs=1e-5)
+
+
+def test_mann_whitney_eleven_rounds_each() -> None:
+    # Completely separated 11 vs 11: U = 121, mean = 60.5, var = 121/12 * 23 = 231.9167,
+    # z = (121 - 60.5 - 0.5) / 15.228811 = 3.939901; p = 2 * (1 - Phi(3.939901)) = 8.15e-5.
+    r = mann_whitney_u(range(11), range(100, 111))
+    assert r.z == pytest.approx(3.939901, abs=1e-6)
+    assert r.p == pytest.approx(8.15e-5, rel=1e-2)
+    assert r.p < 0.01
+
+
+def test_mann_whitney_is_symmetric_and_bounded() -> None:
+    x, y = [0.9, 1.1, 1.0, 1.3, 0.8], [1.2, 1.4, 1.0, 1.5, 1.25, 1.35]
+    a, b = mann_whitney_u(x, y), mann_whitney_u(y, x)
+    assert a.p == pytest.approx(b.p)
+    assert a.u + b.u == len(x) * len(y)
+    assert mann_whitney_u([2.0] * 5, [2.0] * 7).p == 1.0  # all equal: nothing to reject
+    assert 0 <= mann_whitney_u([1, 2, 3], [1, 2, 3]).p <= 1
+
+
+def test_mann_whitney_refuses_empty_samples() -> None:
+    with pytest.raises(ValueError, match="non-empty"):
+        mann_whitney_u([], [1.0])
+
+
+# ---------------------------------------------------------------------------- alignment
+
+
+def test_before_after() -> None:
+    comp = compare(_frame("cpu_run.json"), _frame("cpu_after.json"))
+    counts = comp.counts()
+    assert counts["faster"] == 1 and counts["slower"] == 1
+    assert counts["newly invalid"] == 1 and counts["not tested"] == 1
+    assert counts["unchanged"] == 21
+    assert comp.ignored_axes == ()
+    table = comp.table.set_index("case_id")
+    slower = table.loc["mlp-d4-w64-b16-prefix-no_grad-adamw-cpu-float32"]
+    assert slower["change"] == "slower"
+    assert slower["median_ratio"] == pytest.approx(1.30)
+    assert slower["p_value"] < 0.01
+    faster = table.loc["mlp-d4-w64-b16-middle-requires_grad-adamw-cpu-float32"]
+    assert faster["change"] == "faster" and faster["median_ratio"] == pytest.approx(0.70)
+    same = table.loc["mlp-d4-w64-b16-none-none-adamw-cpu-float32"]
+    assert same["change"] == "unchanged" and same["p_value"] == 1.0
+    moved = table.loc["mlp-d4-w64-b16-prefix-optimizer_only-adamw-cpu-float32"]
+    assert moved["verdict_change"] == "newly invalid" and moved["new_verdict"] == "grad_mismatch"
+    failed = table.loc["mlp-d4-w64-b16-middle-backward_inputs-adamw-cpu-float32"]
+    assert failed["change"] == "not tested" and pd.isna(failed["p_value"])
+    # Cases in one run only are kept, not dropped.
+    assert list(comp.only_base["case_id"]) == [
+        "mlp-d4-w64-b16-blocks0.2-requires_grad-adamw-cpu-float32"
+    ]
+    assert list(comp.only_new["case_id"]) == [
+        "mlp-d4-w64-b16-suffix-requires_grad-adamw-cpu-float32"
+    ]
+
+
+def test_cpu_against_cuda_ignores_the_device_automatically() -> None:
+    cpu, cuda = _frame("cpu_run.json"), _frame("cuda_run.json")
+    assert auto_ignored_axes(cpu, cuda) == ("device",)
+    comp = compare(cpu, cuda)
+    assert comp.auto_ignored and comp.ignored_values == {"device": ("cpu", "cuda")}
+    assert len(comp.table) == 25 and not len(comp.only_base) and not len(comp.only_new)
+    measured = comp.table[comp.table["change"] != "not tested"]
+    assert (measured["change"] == "faster").all()
+    assert measured["median_ratio"].to_numpy() == pytest.approx([0.1] * len(measured))
+    row = comp.table.set_index("case_id").loc["mlp-d4-w64-b16-prefix-no_grad-adamw-cpu-float32"]
+    assert row["new_case_id"] == "mlp-d4-w64-b16-prefix-no_grad-adamw-cuda-float32"
+
+
+def test_full_identity_matches_nothing_across_devices() -> None:
+    comp = compare(_frame("cpu_run.json"), _frame("cuda_run.json"), ignore=())
+    assert len(comp.table) == 0
+    assert len(comp.only_base) == 25 and len(comp.only_new) == 25
+
+
+def test_bad_ignore_choices() -> None:
+    cpu = _frame("cpu_run.json")
+    with pytest.raises(ValueError, match="unknown axis 'colour'"):
+        compare(cpu, cpu, ignore=["colour"])
+    both = _frame("cpu_run.json", "cuda_run.json")
+    with pytest.raises(IdentityError, match="same identity"):
+        compare(both, cpu, ignore=["device"])
