@@ -6,6 +6,7 @@ option, the value and the choices, before anything runs.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -169,9 +170,12 @@ def _plan(config: pytest.Config) -> Plan:
 def _journal_path(config: pytest.Config) -> Path | None:
     if (path := config.getoption("--bench-journal")) is not None:
         return Path(path)
-    json_file = getattr(config.option, "benchmark_json", None)
-    name = getattr(json_file, "name", None)
-    return Path(f"{name}.journal.jsonl") if isinstance(name, str) else None
+    # pytest-benchmark >= 5.3 gives a Path; older versions an open file (argparse.FileType).
+    target = getattr(config.option, "benchmark_json", None)
+    if target is None:
+        return None
+    name = target if isinstance(target, (str, os.PathLike)) else getattr(target, "name", None)
+    return Path(f"{os.fspath(name)}.journal.jsonl") if name is not None else None
 
 
 class _Session:
@@ -281,9 +285,9 @@ class _Session:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """pytest-benchmark writes no JSON when no case was timed (all skipped or failed), yet it
-        has already truncated the ``--benchmark-json`` file. Write one with the skips and
-        failures, so that the run still says what happened."""
+        """pytest-benchmark writes no JSON when no case was timed (all skipped or failed), and
+        before 5.3 it has already truncated the ``--benchmark-json`` file. Write one with the
+        skips and failures, so that the run still says what happened."""
         if self.journal is not None:
             self.journal.close()
         bs = getattr(session.config, "_benchmarksession", None)

@@ -1,11 +1,12 @@
 """The journal: every finished case, appended and flushed to disk as soon as it is measured.
 
-pytest-benchmark writes its JSON once, at the end of the session (and truncates the file when
-the session starts), so a sweep killed midway would lose everything. The journal is a JSON-lines
-file beside it. Line 1 is a header ``{"journal_version": 1, "machine_info": ..., "datetime":
-..., "freeze_bench": ...}``; every further line is one case in pytest-benchmark's own benchmark
-format (``name``, ``group``, ``params``, ``extra_info`` = the record, ``stats`` with the raw
-``data``), or with ``stats: null`` for a case that failed before its timed loop.
+pytest-benchmark writes its JSON once, at the end of the session (versions before 5.3 also
+truncate the file when the session starts), so a sweep killed midway would lose everything.
+The journal is a JSON-lines file beside it. Line 1 is a header ``{"journal_version": 1,
+"machine_info": ..., "datetime": ..., "freeze_bench": ...}``; every further line is one case
+in pytest-benchmark's own benchmark format (``name``, ``group``, ``params``, ``extra_info`` =
+the record, ``stats`` with the raw ``data``), or with ``stats: null`` for a case that failed
+before its timed loop.
 
 Each line is written with one ``write`` call, flushed and fsynced, so a crash can at worst leave
 one truncated last line, which :func:`read_journal` drops. This module imports neither torch
