@@ -22,58 +22,87 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["JOURNAL_VERSION", "Journal", "JournalContents", "JournalError", "read_journal"]
+__all__ = [
+    "JOURNAL_VERSION",
+    "Journal",
+    "JournalContents",
+    "JournalError",
+    "parse_journal",
+    "read_journal",
+]
 
 JOURNAL_VERSION = 1
 
 
 class JournalError(ValueError):
-    """The file is not a freeze-bench journal (message names the file and the problem)."""
+    """The file is not a usable journal. ``str(err)`` is ``"FILE: problem"`` on one line."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
 
 
 @dataclass(frozen=True)
 class JournalContents:
+    """The header, the case entries with their 1-based line numbers, and the line number of an
+    incomplete last line that was dropped (``None`` when the journal ended cleanly)."""
+
     header: dict[str, Any]
     entries: list[dict[str, Any]]
-    truncated_lines: int
+    line_numbers: list[int]
+    truncated_line: int | None
 
     def case_ids(self) -> set[str]:
         return {str(e["extra_info"]["case_id"]) for e in self.entries}
 
 
-def read_journal(path: str | os.PathLike[str]) -> JournalContents:
-    """Parse a journal; a truncated or unparsable *last* line (a crash mid-write) is dropped and
-    counted, any other bad line raises :class:`JournalError`."""
-    p = Path(path)
-    lines = p.read_text(encoding="utf-8").splitlines()
-    if not lines:
-        raise JournalError(f"{p}: empty file, not a freeze-bench journal")
+def parse_journal(text: str, path: str) -> JournalContents:
+    """Parse a journal's text (``path`` only names it in errors).
+
+    An incomplete last line (no newline after it: a crash mid-write) is dropped and reported in
+    ``truncated_line``; any other bad line raises :class:`JournalError`.
+    """
+    lines = text.split("\n")
+    if not text.strip():
+        raise JournalError(path, "empty file, not a freeze-bench journal")
     try:
         header = json.loads(lines[0])
     except json.JSONDecodeError as e:
-        raise JournalError(f"{p}: line 1 is not JSON ({e.msg})") from None
+        raise JournalError(path, f"journal line 1 is not valid JSON ({e.msg})") from None
     if not isinstance(header, dict) or "journal_version" not in header:
-        raise JournalError(f"{p}: line 1 has no journal_version, not a freeze-bench journal")
-    if header["journal_version"] != JOURNAL_VERSION:
+        raise JournalError(path, "line 1 has no journal_version: not a freeze-bench journal")
+    version = header["journal_version"]
+    if isinstance(version, bool) or version != JOURNAL_VERSION:
         raise JournalError(
-            f"{p}: journal_version {header['journal_version']!r} is not {JOURNAL_VERSION}"
+            path,
+            f"journal_version {version!r} is not one this freeze-bench knows "
+            f"(known: {JOURNAL_VERSION})",
         )
+    last = max((n for n, line in enumerate(lines, start=1) if line.strip()), default=1)
     entries: list[dict[str, Any]] = []
-    truncated = 0
+    numbers: list[int] = []
+    truncated: int | None = None
     for n, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
         except json.JSONDecodeError as e:
-            if n == len(lines):
-                truncated += 1
+            if n == last and not text.endswith("\n"):
+                truncated = n
                 continue
-            raise JournalError(f"{p}: line {n} is not JSON ({e.msg})") from None
-        if not isinstance(entry, dict) or "extra_info" not in entry:
-            raise JournalError(f"{p}: line {n} is not a benchmark entry")
+            raise JournalError(path, f"journal line {n} is not valid JSON ({e.msg})") from None
+        if not isinstance(entry, dict) or not isinstance(entry.get("extra_info"), dict):
+            raise JournalError(path, f"journal line {n} is not a benchmark entry")
         entries.append(entry)
-    return JournalContents(header, entries, truncated)
+        numbers.append(n)
+    return JournalContents(header, entries, numbers, truncated)
+
+
+def read_journal(path: str | os.PathLike[str]) -> JournalContents:
+    """Read and parse the journal at ``path`` (see :func:`parse_journal`)."""
+    return parse_journal(Path(path).read_text(encoding="utf-8"), os.fspath(path))
 
 
 class Journal:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .journal import JournalError, parse_journal
 from .record import FIELDS, SCHEMA_VERSION
 from .spec import MECHANISMS, PATTERNS
 
@@ -34,7 +35,6 @@ __all__ = [
     "COLUMNS",
     "EN_DASH",
     "IDENTITY_AXES",
-    "JOURNAL_VERSIONS",
     "KNOWN_SCHEMA_VERSIONS",
     "MACHINE_KEYS",
     "NOISE_THRESHOLD",
@@ -60,8 +60,6 @@ __all__ = [
 
 #: Record schema versions this reader understands (every version up to the writer's).
 KNOWN_SCHEMA_VERSIONS: frozenset[int] = frozenset(range(1, SCHEMA_VERSION + 1))
-#: Journal format versions this reader understands.
-JOURNAL_VERSIONS: frozenset[int] = frozenset({1})
 
 #: Record fields that files written before they existed lack. A missing one becomes a null
 #: column, and renderers say "not measured in this run" instead of failing.
@@ -457,31 +455,22 @@ def _load_benchmark_json(path: str, doc: Mapping[str, Any]) -> Run:
 
 
 def _load_journal(path: str, text: str) -> Run:
-    lines = text.split("\n")
-    header = json.loads(lines[0])
-    version = header.get("journal_version")
-    if isinstance(version, bool) or version not in JOURNAL_VERSIONS:
-        known = ", ".join(str(v) for v in sorted(JOURNAL_VERSIONS))
-        raise InputError(
-            path, f"journal_version {version!r} is not one this freeze-bench knows (known: {known})"
-        )
-    entries: list[Entry] = []
-    notes: list[str] = []
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=0)
-    for i, line in enumerate(lines[1:], start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            # A run that died mid-write leaves its last line incomplete: that is what a journal
-            # is for, so the line is dropped and said. A bad line anywhere else is corruption.
-            if i == last and not text.endswith("\n"):
-                notes.append(f"journal line {i + 1} is incomplete (the run stopped mid-write)")
-                continue
-            raise InputError(path, f"journal line {i + 1} is not valid JSON ({e.msg})") from None
-        failed = isinstance(item, Mapping) and item.get("stats") is None
-        entries.append(_entry(path, f"journal line {i + 1}", item, failed=failed))
+    try:
+        contents = parse_journal(text, path)
+    except JournalError as e:
+        raise InputError(path, e.problem) from None
+    header = contents.header
+    entries = [
+        _entry(path, f"journal line {n}", item, failed=item.get("stats") is None)
+        for n, item in zip(contents.line_numbers, contents.entries, strict=True)
+    ]
+    # A run that died mid-write leaves its last line incomplete: that is what a journal is
+    # for, so the line is dropped and said.
+    notes = (
+        [f"journal line {contents.truncated_line} is incomplete (the run stopped mid-write)"]
+        if contents.truncated_line is not None
+        else []
+    )
     meta = _mapping(header.get("freeze_bench"))
     return Run(
         path=path,

@@ -114,7 +114,7 @@ def test_journal_drops_only_a_truncated_last_line(tmp_path: Path) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write('{"extra_info": {"case_id": "c"')  # a write cut short by SIGKILL
     contents = read_journal(path)
-    assert contents.case_ids() == {"a", "b"} and contents.truncated_lines == 1
+    assert contents.case_ids() == {"a", "b"} and contents.truncated_line == 4
     # Resuming repairs the tail before appending.
     j = Journal(path, {}, resume=True)
     j.append({"extra_info": {"case_id": "d"}, "stats": None})
@@ -134,10 +134,11 @@ def test_a_new_run_keeps_the_old_journal_as_prev(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("", "empty file"),
-        ("{not json\n", "line 1 is not JSON"),
+        ("{not json\n", "journal line 1 is not valid JSON"),
         ('{"benchmarks": []}\n', "no journal_version"),
-        ('{"journal_version": 9}\n', "journal_version 9 is not 1"),
-        ('{"journal_version": 1}\n{bad\n{"extra_info": {}}\n', "line 2 is not JSON"),
+        ('{"journal_version": 9}\n', "journal_version 9 is not one this freeze-bench knows"),
+        ('{"journal_version": 1}\n{bad\n{"extra_info": {}}\n', "journal line 2 is not valid"),
+        ('{"journal_version": 1}\n{"extra_info": {}}\n{bad\n', "journal line 3 is not valid"),
     ],
 )
 def test_bad_journals_name_the_file_and_problem(tmp_path: Path, text: str, message: str) -> None:
