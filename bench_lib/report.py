@@ -374,6 +374,13 @@ def _run_rows(run: Run, rows: list[Row]) -> list[tuple[str, str]]:
         ("cases", cases),
         ("memory method", ", ".join(methods) or "—"),
     ]
+    folded = run.freeze_bench.get("combinations_folded")
+    if folded:
+        why = run.freeze_bench.get("combinations_folded_why") or "they are the baseline"
+        out.append(("folded into baselines", f"{folded} pattern × mechanism combinations ({why})"))
+    resumed = run.freeze_bench.get("resumed")
+    if resumed:
+        out.append(("resumed", f"{resumed} cases carried over from the journal"))
     cuda_reason = run.freeze_bench.get("cuda_unavailable_reason")
     if cuda_reason:
         out.append(("CUDA", f"unavailable: {cuda_reason}"))

@@ -232,3 +232,19 @@ def test_fixtures_are_valid_pytest_benchmark_files() -> None:
     assert done.returncode == 0, done.stderr
     assert "mlp-d4-w64-b16-middle-requires_grad-adamw-cpu-float32" in done.stdout
     assert "mlp-d4-w64-b16-prefix-no_grad-adamw-cuda-float32" in done.stdout
+
+
+def test_report_header_counts_folded_and_resumed_cases(tmp_path: Path) -> None:
+    data = json.loads(CPU.read_text(encoding="utf-8"))
+    data["freeze_bench"].update(
+        combinations_folded=7, combinations_folded_why="they are the baseline", resumed=3
+    )
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps(data), encoding="utf-8")
+    assert main(["report", str(run), "-o", str(tmp_path / "out")]) == EXIT_OK
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert (
+        "| **folded into baselines** | 7 pattern × mechanism combinations "
+        "(they are the baseline) |" in md
+    )
+    assert "| **resumed** | 3 cases carried over from the journal |" in md
