@@ -24,7 +24,7 @@ class PhaseTimes:
     forward_s: float
     backward_s: float
     optimizer_s: float
-    reps: int
+    phase_reps: int
 
 
 def measure_phases(w: Workload, reps: int) -> PhaseTimes:
@@ -54,4 +54,4 @@ def measure_phases(w: Workload, reps: int) -> PhaseTimes:
             t3 = stats.Clock.now()
             samples.append((t1 - t0, t2 - t1, t3 - t2))
     fwd, bwd, opt = (stats.median(c) for c in zip(*samples, strict=True))
-    return PhaseTimes(fwd, bwd, opt, reps=reps)
+    return PhaseTimes(fwd, bwd, opt, phase_reps=reps)

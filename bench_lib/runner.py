@@ -12,6 +12,7 @@ failure is kept.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 from collections.abc import Callable
@@ -152,28 +153,10 @@ def _measure(case: Case, budget: Budget, time_steps: TimeSteps, out: dict[str, A
         flops_ratio=flops.total / base_flops if base_flops and flops.total else None,
         flops_uncounted_ops=list(flops.uncounted_ops),
     )
-    ph = phases.measure_phases(w, budget.phase_reps)
-    out.update(
-        forward_s=ph.forward_s,
-        backward_s=ph.backward_s,
-        optimizer_s=ph.optimizer_s,
-        phase_reps=ph.reps,
-    )
-
-    mem = memory.measure_peak_memory(w)
-    out.update(
-        peak_memory_bytes=mem.peak_memory_bytes,
-        peak_reserved_bytes=mem.peak_reserved_bytes,
-        memory_method=mem.memory_method,
-        rss_bytes=mem.rss_bytes,
-    )
-    counts = memory.measure_bytes_by_category(w)
-    out.update(
-        param_bytes=counts.param_bytes,
-        grad_bytes=counts.grad_bytes,
-        optimizer_state_bytes=counts.optimizer_state_bytes,
-        saved_activation_bytes=counts.saved_activation_bytes,
-    )
+    # These results' field names are record keys.
+    out.update(dataclasses.asdict(phases.measure_phases(w, budget.phase_reps)))
+    out.update(dataclasses.asdict(memory.measure_peak_memory(w)))
+    out.update(dataclasses.asdict(memory.measure_bytes_by_category(w)))
 
 
 def warm_up_process(device: str) -> None:
