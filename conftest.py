@@ -197,9 +197,13 @@ class _Session:
                 )
             if journal_path.exists():
                 try:
-                    self.resumed = read_journal(journal_path).entries
+                    entries = read_journal(journal_path).entries
                 except (JournalError, OSError) as e:
                     raise CaseError(f"--bench-resume: {e}") from None
+                # Carry over only this run's cases: a journal written with other options may
+                # hold cases this run does not plan.
+                planned = {c.id for c in plan.cases}
+                self.resumed = [e for e in entries if e["extra_info"].get("case_id") in planned]
 
     def _header(self, config: pytest.Config) -> dict[str, Any]:
         bs = getattr(config, "_benchmarksession", None)
@@ -290,6 +294,9 @@ class _Session:
         skips and failures, so that the run still says what happened."""
         if self.journal is not None:
             self.journal.close()
+        if session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and self.resumed:
+            # Everything planned was already in the journal: the run is complete, not empty.
+            session.exitstatus = pytest.ExitCode.OK
         bs = getattr(session.config, "_benchmarksession", None)
         if bs is None or not getattr(bs, "json", None) or bs.benchmarks:
             return

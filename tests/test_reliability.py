@@ -104,6 +104,13 @@ def test_sigkilled_sweep_keeps_its_journal_and_resumes(tmp_path: Path) -> None:
     assert sorted(ids) == sorted(records) and len(ids) == len(set(ids))
     assert final.entries[: len(first.entries)] == first.entries
 
+    # Resuming a narrower run carries over only the cases it plans, and runs none again.
+    narrow = run(*args, "--bench-resume", "--bench-pattern", "none")
+    assert narrow.returncode == 0, narrow.stdout[-2000:] + narrow.stderr[-2000:]
+    assert "0 cases measured, 0 recorded as oom/error, 0 skipped, 1 resumed" in narrow.stdout
+    only = all_entries(json.loads(out.read_text()))
+    assert list(only) == ["mlp-d4-w16-b4-none-none-adamw-cpu-float32"]
+
 
 def test_journal_drops_only_a_truncated_last_line(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
