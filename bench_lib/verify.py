@@ -23,7 +23,6 @@ some modules to fused fast paths that round differently).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from .devices import DeviceUnavailable
-from .freezing import set_frozen_mode
+from .freezing import iter_frozen_buffers, set_frozen_mode
 from .models import BlockModel, build_model
 from .spec import Case
 from .training import Workload, build_workload
@@ -112,15 +111,12 @@ def _check(case: Case, steps: int) -> Verdict:
     w = build_workload(case)
     for _ in range(w.mechanism.warm_steps):
         w.step()
-    ref = build_model(dataclasses.replace(case, pattern="none", frozen_blocks=(), mechanism="none"))
+    ref = build_model(case.baseline())
     set_frozen_mode(ref, w.frozen, case.frozen_mode)
     intended = w.trainable_intended
-    frozen_named = {
-        n: p for n, p in w.model.named_parameters() if any(p is q for q in w.frozen_params)
-    }
-    frozen_bufs = {
-        f"blocks.{i}.{n}": b for i in sorted(w.frozen) for n, b in w.model.blocks[i].named_buffers()
-    }
+    frozen_ids = {id(p) for p in w.frozen_params}
+    frozen_named = {n: p for n, p in w.model.named_parameters() if id(p) in frozen_ids}
+    frozen_bufs = dict(iter_frozen_buffers(w.model, w.frozen))
     tol = GRAD_RTOL[case.dtype]
     f = _Findings()
     dtype = getattr(torch, case.dtype)
