@@ -67,6 +67,16 @@ def _alpha(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 0 and below 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of both commands (``report`` and ``compare``)."""
     prog = "python -m bench_lib" if sys.argv[0].endswith("__main__.py") else PROG
@@ -138,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=comparing.ALPHA,
         metavar="A",
         help=f"significance level of the test (default {comparing.ALPHA})",
+    )
+    cmp.add_argument(
+        "--min-change",
+        type=_fraction,
+        default=comparing.MIN_CHANGE,
+        metavar="F",
+        help="smallest relative change of the median step time that counts as faster or slower "
+        f"(default {comparing.MIN_CHANGE}: 5%%)",
     )
     cmp.set_defaults(func=_compare)
     return parser
@@ -214,7 +232,9 @@ def _compare(args: argparse.Namespace, stdout: TextIO) -> None:
     base, new = results.load_runs(inputs)
     base_frame, new_frame = results.tidy([base]), results.tidy([new])
     try:
-        comp = comparing.compare(base_frame, new_frame, ignore=args.ignore, alpha=args.alpha)
+        comp = comparing.compare(
+            base_frame, new_frame, ignore=args.ignore, alpha=args.alpha, min_change=args.min_change
+        )
     except comparing.IdentityError as e:
         raise _UsageError(f"--ignore: {e}") from None
     rendered = report.build_comparison(base, new, base_frame, new_frame, comp)

@@ -13,8 +13,11 @@ tuple matches on every axis, i.e. on ``case_id``).
 *Significance.* The timed rounds of the two runs (pytest-benchmark's ``stats.data``) are
 compared with a two-sided Mann-Whitney U test (normal approximation with tie and continuity
 correction, :func:`mann_whitney_u`) at level ``alpha`` (0.01 by default). A case is *faster* or
-*slower* only when the test rejects equal distributions; the direction is that of the ratio of
-medians new/base.
+*slower* only when the test rejects equal distributions **and** the ratio of medians new/base
+differs from 1 by at least ``min_change`` (5% by default); the direction is that of the ratio.
+The second condition matters: timed rounds drift together on a shared machine, so they are not
+independent samples, and two runs of the same code then differ "significantly" in most cases
+by a few percent. The threshold keeps such drift out of the verdicts.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from .results import IDENTITY_AXES, is_missing
 __all__ = [
     "ALPHA",
     "CHANGES",
+    "MIN_CHANGE",
     "MIN_SAMPLES",
+    "RATIO_CHANGES",
     "Comparison",
     "IdentityError",
     "MannWhitney",
@@ -43,15 +48,17 @@ __all__ = [
 
 #: Default significance level of the two-sided test.
 ALPHA = 0.01
+#: Default smallest relative change of the median that counts as faster or slower.
+MIN_CHANGE = 0.05
 #: Fewer timed rounds than this on either side and the test is not run (the normal
 #: approximation is meaningless and no p-value below 0.01 is reachable with fewer).
 MIN_SAMPLES = 5
 
 #: The time-change labels, in the order the summary lists them, with their meaning.
 CHANGES: dict[str, str] = {
-    "faster": "new is faster (significant, ratio of medians < 1)",
-    "slower": "new is slower (significant, ratio of medians > 1)",
-    "unchanged": "no significant difference",
+    "faster": "new is faster (significant, ratio of medians <= 1 - min_change)",
+    "slower": "new is slower (significant, ratio of medians >= 1 + min_change)",
+    "unchanged": "no significant difference, or one smaller than min_change",
     "not tested": "too few timed rounds, or a side failed",
 }
 
@@ -168,10 +175,24 @@ class Comparison:
     ignored_values: dict[str, tuple[Any, Any]]
     auto_ignored: bool
     alpha: float
+    min_change: float = MIN_CHANGE
+
+    def baseline_drift(self) -> list[float]:
+        """New/base ratios of median step time of the baselines (nothing frozen): how far the
+        same workload moved between the runs, i.e. the machine's drift when the code is the
+        same."""
+        if not len(self.table):
+            return []
+        rows = self.table[self.table["mechanism"] == "none"]
+        return [float(v) for v in rows["median_ratio"] if not is_missing(v)]
 
     def counts(self) -> dict[str, int]:
         """How many aligned cases fall under each :data:`CHANGES` label and verdict change."""
         out = {k: int((self.table["change"] == k).sum()) for k in CHANGES}
+        for k in RATIO_CHANGES:
+            out[f"time ratio {k}"] = (
+                int((self.table["ratio_change"] == k).sum()) if len(self.table) else 0
+            )
         for k in ("newly invalid", "newly valid", "newly failed", "recovered", "verdict changed"):
             out[k] = int((self.table["verdict_change"] == k).sum())
         return out
@@ -184,7 +205,9 @@ def _samples(row: pd.Series) -> list[float]:
     return [float(v) for v in data]
 
 
-def _change(row_b: pd.Series, row_n: pd.Series, alpha: float) -> tuple[float, float, str]:
+def _change(
+    row_b: pd.Series, row_n: pd.Series, alpha: float, min_change: float
+) -> tuple[float, float, str]:
     """(ratio of medians new/base, p-value, change label)."""
     mb, mn = row_b["median_s"], row_n["median_s"]
     ratio = math.nan if is_missing(mb) or is_missing(mn) or not mb else float(mn) / float(mb)
@@ -192,9 +215,31 @@ def _change(row_b: pd.Series, row_n: pd.Series, alpha: float) -> tuple[float, fl
     if len(xb) < MIN_SAMPLES or len(xn) < MIN_SAMPLES or math.isnan(ratio):
         return ratio, math.nan, "not tested"
     p = mann_whitney_u(xn, xb).p
-    if p >= alpha or ratio == 1.0:
+    if p >= alpha or abs(ratio - 1.0) < min_change or ratio == 1.0:
         return ratio, p, "unchanged"
     return ratio, p, "faster" if ratio < 1.0 else "slower"
+
+
+#: Labels of the drift-free comparison: each run's time ratio to its own baseline, with its
+#: 95% interval (measured in interleaved pairs inside the run, so machine drift cancels).
+RATIO_CHANGES: dict[str, str] = {
+    "lower": "the new time ratio's interval lies wholly below the base one's",
+    "higher": "the new time ratio's interval lies wholly above the base one's",
+    "same": "the two intervals overlap",
+    "no interval": "a side has no interval (a baseline, too few pairs, or a failed case)",
+}
+
+
+def _ratio_change(row_b: pd.Series, row_n: pd.Series) -> str:
+    lo_b, hi_b = row_b["time_ratio_ci_low"], row_b["time_ratio_ci_high"]
+    lo_n, hi_n = row_n["time_ratio_ci_low"], row_n["time_ratio_ci_high"]
+    if row_b["mechanism"] == "none" or any(is_missing(v) for v in (lo_b, hi_b, lo_n, hi_n)):
+        return "no interval"
+    if float(hi_n) < float(lo_b):
+        return "lower"
+    if float(lo_n) > float(hi_b):
+        return "higher"
+    return "same"
 
 
 def _verdict_change(vb: str, vn: str, db: Any, dn: Any) -> str:
@@ -225,6 +270,7 @@ def compare(
     new: pd.DataFrame,
     ignore: Sequence[str] | None = None,
     alpha: float = ALPHA,
+    min_change: float = MIN_CHANGE,
 ) -> Comparison:
     """Align ``new`` with ``base`` and compare every case present in both.
 
@@ -248,7 +294,7 @@ def compare(
             continue
         b: pd.Series[Any] = base.iloc[i]
         n: pd.Series[Any] = new.iloc[inew[key]]
-        ratio, p, change = _change(b, n, alpha)
+        ratio, p, change = _change(b, n, alpha, min_change)
         row: dict[str, Any] = {"case_id": b["case_id"], "new_case_id": n["case_id"]}
         row.update({a: b[a] for a in _CARRIED_AXES})
         row.update(
@@ -266,6 +312,7 @@ def compare(
             ),
             base_time_ratio=b["time_ratio"],
             new_time_ratio=n["time_ratio"],
+            ratio_change=_ratio_change(b, n),
             base_peak_memory_bytes=b["peak_memory_bytes"],
             new_peak_memory_bytes=n["peak_memory_bytes"],
             memory_ratio=_ratio(n["peak_memory_bytes"], b["peak_memory_bytes"]),
@@ -279,7 +326,7 @@ def compare(
     only_base = base.loc[[i for k, i in ib.items() if k not in inew]]
     only_new = new.loc[[i for k, i in inew.items() if k not in ib]]
     values = {a: (_one(base, a), _one(new, a)) for a in ignored}
-    return Comparison(table, only_base, only_new, ignored, values, auto, alpha)
+    return Comparison(table, only_base, only_new, ignored, values, auto, alpha, min_change)
 
 
 def _one(frame: pd.DataFrame, axis: str) -> Any:

@@ -1230,6 +1230,29 @@ def build_comparison(
             f"faster).",
             "",
         ]
+    drift = comp.baseline_drift()
+    if drift:
+        moved = max(abs(d - 1.0) for d in drift)
+        lines += [
+            f"**Machine drift.** The baselines (nothing frozen) moved by {_dist(drift, fmt_ratio)} "
+            "between the runs."
+            + (
+                f" That is more than {comp.min_change:.0%}: changes of that size in the other "
+                "cases may be the machine's drift rather than the code's. The time ratios to the "
+                "baseline are measured inside each run, in interleaved pairs, and cancel it."
+                if moved >= comp.min_change
+                else ""
+            ),
+            "",
+        ]
+    if len(table):
+        lines += [
+            f"**Time ratio to the baseline** (drift-free): {counts['time ratio lower']} cases "
+            f"lower and {counts['time ratio higher']} higher in the new run beyond both 95% "
+            f"intervals, {counts['time ratio same']} with overlapping intervals, "
+            f"{counts['time ratio no interval']} without an interval (baselines, failed cases).",
+            "",
+        ]
     by_mech = []
     for mech in mechanism_order(table["mechanism"]) if len(table) else []:
         sub = table[table["mechanism"] == mech]
@@ -1265,8 +1288,11 @@ def build_comparison(
     lines += [
         "**Test.** A case is faster or slower when a two-sided Mann-Whitney U test on the timed "
         "rounds of both runs (pytest-benchmark's `stats.data`; normal approximation with tie "
-        f"and continuity correction) rejects equal distributions at alpha = {comp.alpha:g}; the "
-        f"direction is that of the ratio of medians. Cases with fewer than {MIN_SAMPLES} rounds "
+        f"and continuity correction) rejects equal distributions at alpha = {comp.alpha:g} and "
+        f"the ratio of medians differs from 1 by at least {comp.min_change:.0%} (timed rounds "
+        "drift together on a shared machine, so the test alone calls a few percent of drift "
+        "significant); the direction is that of the ratio of medians. Cases with fewer than "
+        f"{MIN_SAMPLES} rounds "
         "on a side, "
         "or failed on a side, are not tested.",
         "",

@@ -123,3 +123,49 @@ def test_bad_ignore_choices() -> None:
     both = _frame("cpu_run.json", "cuda_run.json")
     with pytest.raises(IdentityError, match="same identity"):
         compare(both, cpu, ignore=["device"])
+
+
+def test_a_significant_but_small_change_is_unchanged_below_min_change() -> None:
+    base = _frame("cpu_run.json")
+    case = base.index[0]
+    # Tight rounds, then every round 3% slower: the test rejects equal distributions (the
+    # samples do not even overlap), yet the change is below 5%.
+    samples = [1e-3 * (1 + 0.0005 * i) for i in range(20)]
+    base.at[case, "samples"] = samples
+    base.at[case, "median_s"] = sorted(samples)[10]
+    new = base.copy()
+    new.at[case, "samples"] = [t * 1.03 for t in samples]
+    new.at[case, "median_s"] = sorted(samples)[10] * 1.03
+    default = compare(base, new).table.set_index("case_id")
+    strict = compare(base, new, min_change=0.0).table.set_index("case_id")
+    cid = base.at[case, "case_id"]
+    assert strict.at[cid, "p_value"] < 0.01
+    assert strict.at[cid, "change"] == "slower"
+    assert default.at[cid, "change"] == "unchanged"
+    # Every other case is identical in both runs: unchanged (or not tested: a failed one).
+    assert set(default["change"]) == {"unchanged", "not tested"}
+
+
+def test_time_ratio_change_is_judged_by_the_intervals_and_baselines_show_drift() -> None:
+    base = _frame("cpu_run.json")
+    new = base.copy()
+    # The whole machine 30% slower in the new run: every median moves, no time ratio does.
+    for i in new.index:
+        if not pd.isna(new.at[i, "median_s"]):
+            new.at[i, "median_s"] = float(new.at[i, "median_s"]) * 1.3
+    frozen = new.index[(new["mechanism"] != "none") & new["time_ratio_ci_low"].notna()][0]
+    lo, hi = (
+        float(base.at[frozen, "time_ratio_ci_low"]),
+        float(base.at[frozen, "time_ratio_ci_high"]),
+    )
+    # ... except one case whose ratio interval now lies wholly below the base one.
+    new.at[frozen, "time_ratio_ci_low"] = lo - 0.3
+    new.at[frozen, "time_ratio_ci_high"] = lo - 0.01
+    comp = compare(base, new)
+    assert comp.baseline_drift() and all(d == pytest.approx(1.3) for d in comp.baseline_drift())
+    table = comp.table.set_index("case_id")
+    assert table.at[base.at[frozen, "case_id"], "ratio_change"] == "lower"
+    counts = comp.counts()
+    assert counts["time ratio lower"] == 1 and counts["time ratio higher"] == 0
+    assert counts["time ratio same"] + counts["time ratio no interval"] == len(table) - 1
+    assert hi >= lo
