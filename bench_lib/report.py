@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from . import plots
 from .compare import MIN_SAMPLES, Comparison
 from .results import (
+    BASELINE_KEY,
     BYTE_UNITS,
     EN_DASH,
     NOISE_THRESHOLD,
@@ -38,6 +39,7 @@ from .results import (
     pattern_label_order,
     pattern_order,
     scale,
+    setup_key,
 )
 
 __all__ = [
@@ -68,20 +70,9 @@ VERDICT_MEANINGS: dict[str, str] = {
     "error": "the mechanism raised an exception",
 }
 
-#: The axes that make one "setup": the rows of one table and one set of figures.
-SETUP_COLUMNS: tuple[str, ...] = (
-    "scenario",
-    "model",
-    "width",
-    "batch_size",
-    "seq_len",
-    "image_size",
-    "optimizer",
-    "device",
-    "dtype",
-    "threads",
-    "seed",
-)
+#: The axes that make one "setup": the rows of one table and one set of figures (a baseline's
+#: axes but the file and the depth, which the table's rows sweep).
+SETUP_COLUMNS: tuple[str, ...] = tuple(a for a in BASELINE_KEY if a not in ("source", "depth"))
 
 Row = dict[str, Any]
 
@@ -244,16 +235,12 @@ def _setup_columns(frame: pd.DataFrame) -> list[str]:
     return columns
 
 
-def _setup_key(row: Row, columns: Sequence[str]) -> tuple[Any, ...]:
-    return tuple(None if is_missing(row.get(c)) else row.get(c) for c in columns)
-
-
 def _setups(frame: pd.DataFrame) -> list[tuple[tuple[Any, ...], list[Row]]]:
     """Rows grouped by setup, in the order they first appear."""
     columns = _setup_columns(frame)
     groups: dict[tuple[Any, ...], list[Row]] = {}
     for r in _records(frame):
-        groups.setdefault(_setup_key(r, columns), []).append(r)
+        groups.setdefault(setup_key(r, columns), []).append(r)
     return list(groups.items())
 
 
@@ -467,7 +454,7 @@ def _pair_key(row: Row) -> tuple[Any, ...]:
     blocks: Any = row.get("frozen_blocks")
     return (
         row["source"],
-        *_setup_key(row, SETUP_COLUMNS),
+        *setup_key(row, SETUP_COLUMNS),
         row["depth"],
         row["pattern"],
         tuple(blocks) if not is_missing(blocks) else (),

@@ -34,6 +34,7 @@ __all__ = [
     "BYTE_UNITS",
     "COLUMNS",
     "EN_DASH",
+    "FREEZE_AXES",
     "IDENTITY_AXES",
     "KNOWN_SCHEMA_VERSIONS",
     "MACHINE_KEYS",
@@ -110,25 +111,8 @@ _STATS_COLUMNS: dict[str, str] = {
     "data": "samples",
 }
 
-#: The fields that make a case's baseline: same everything, nothing frozen. ``seq_len`` and
-#: ``image_size`` are family sizes that a Case carries too, so they belong to the identity.
-BASELINE_KEY: tuple[str, ...] = (
-    "source",
-    "model",
-    "depth",
-    "width",
-    "batch_size",
-    "seq_len",
-    "image_size",
-    "optimizer",
-    "device",
-    "dtype",
-    "threads",
-    "seed",
-    "scenario",
-)
-
 #: The axes that identify a case inside one run (what ``case_id`` encodes, field by field).
+#: ``seq_len`` and ``image_size`` are family sizes that a Case carries too.
 IDENTITY_AXES: tuple[str, ...] = (
     "scenario",
     "model",
@@ -146,6 +130,16 @@ IDENTITY_AXES: tuple[str, ...] = (
     "dtype",
     "threads",
     "seed",
+)
+
+#: The identity axes that say what is frozen and how; every other axis is shared with the
+#: case's baseline.
+FREEZE_AXES: tuple[str, ...] = ("pattern", "frozen_blocks", "mechanism", "frozen_mode")
+
+#: The fields that make a case's baseline (in the same file): same everything, nothing frozen.
+BASELINE_KEY: tuple[str, ...] = (
+    "source",
+    *(a for a in IDENTITY_AXES if a not in FREEZE_AXES),
 )
 
 #: A case's time ratio is *noisy* when its 95% interval is wider than this fraction of the
