@@ -14,11 +14,21 @@ from typing import Any
 
 import pytest
 
-from bench_lib import env
-from bench_lib.devices import cuda_unavailable_reason
 from bench_lib.journal import Journal, JournalError, read_journal
-from bench_lib.runner import Budget
-from bench_lib.spec import (
+from bench_lib.measuring import env
+from bench_lib.measuring.budget import Budget
+from bench_lib.measuring.devices import cuda_unavailable_reason
+from bench_lib.measuring.spec import Case, CaseError
+from bench_lib.measuring.sweep import (
+    PROFILES,
+    Filters,
+    Skip,
+    generate,
+    parse_ints,
+    parse_list,
+    shard,
+)
+from bench_lib.vocab import (
     DEVICES,
     DTYPES,
     FROZEN_MODES,
@@ -26,10 +36,7 @@ from bench_lib.spec import (
     MODELS,
     OPTIMIZERS,
     PATTERNS,
-    Case,
-    CaseError,
 )
-from bench_lib.sweep import PROFILES, Filters, Skip, generate, parse_ints, parse_list, shard
 
 # (option, Filters field, choices or None for integers, help)
 _LIST_OPTIONS: tuple[tuple[str, str, tuple[str, ...] | None, str], ...] = (

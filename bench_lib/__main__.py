@@ -1,5 +1,5 @@
-"""``python -m bench_lib``: see :mod:`bench_lib.cli`."""
+"""``python -m bench_lib report|compare ...``: the analysing side's command line."""
 
-from .cli import main
+from .analysis.cli import main
 
 raise SystemExit(main())

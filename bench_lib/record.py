@@ -93,7 +93,7 @@ FIELDS: dict[str, Field] = {
     "verdict": Field(
         "-",
         "`ok`, `graph_cut`, `frozen_param_moved`, `frozen_buffer_changed`, `grad_mismatch` or "
-        "`error` (see bench_lib/verify.py)",
+        "`error` (see bench_lib/measuring/verify.py)",
     ),
     "verdict_detail": Field("-", "one sentence with the numbers behind the verdict"),
     "verdict_steps": Field("steps", "optimizer steps the validity check ran"),

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from bench_lib.devices import DeviceUnavailable
-from bench_lib.runner import Budget, measure_case, warm_up_process
-from bench_lib.spec import Case
+from bench_lib.measuring.budget import Budget
+from bench_lib.measuring.devices import DeviceUnavailable
+from bench_lib.measuring.runner import measure_case, warm_up_process
+from bench_lib.measuring.spec import Case
 
 _warmed: set[str] = set()
 

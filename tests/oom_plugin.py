@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from bench_lib import models
+from bench_lib.measuring import models
 
 OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 _real_mlp = models.BUILDERS["mlp"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench_lib.cli import EXIT_INPUT, EXIT_OK, EXIT_USAGE, main
+from bench_lib.analysis.cli import EXIT_INPUT, EXIT_OK, EXIT_USAGE, main
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CPU = FIXTURES / "cpu_run.json"

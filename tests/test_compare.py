@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench_lib.compare import IdentityError, auto_ignored_axes, compare, mann_whitney_u
-from bench_lib.results import load_run, tidy
+from bench_lib.analysis.compare import IdentityError, auto_ignored_axes, compare, mann_whitney_u
+from bench_lib.analysis.results import load_run, tidy
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

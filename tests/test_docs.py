@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench_lib.record import FIELDS, schema_markdown
-from bench_lib.spec import MECHANISMS, PATTERNS
+from bench_lib.vocab import MECHANISMS, PATTERNS
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 CONFTEST = (Path(__file__).resolve().parents[1] / "conftest.py").read_text(encoding="utf-8")
@@ -32,7 +32,7 @@ def test_readme_documents_every_pattern_and_mechanism(name: str):
 
 
 def test_readme_profile_case_counts_are_current():
-    from bench_lib.sweep import PROFILES, Filters, generate
+    from bench_lib.measuring.sweep import PROFILES, Filters, generate
 
     for name, profile in PROFILES.items():
         row = re.search(rf"^\| `{name}` \|.*\| (\d+) \|$", README, re.MULTILINE)

@@ -16,10 +16,10 @@ import itertools
 import pytest
 import torch
 
-from bench_lib import cost, memory
-from bench_lib.freezing import pattern_blocks
-from bench_lib.spec import Case
-from bench_lib.training import build_workload
+from bench_lib.measuring import cost, memory
+from bench_lib.measuring.patterns import pattern_blocks
+from bench_lib.measuring.spec import Case
+from bench_lib.measuring.training import build_workload
 
 B, W, D, C = 8, 32, 4, 10
 PATTERNS = ("prefix", "suffix", "middle", "alternating", "all_but_head")

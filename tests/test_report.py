@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from matplotlib.figure import Figure
 
-from bench_lib import plots
-from bench_lib.compare import compare
-from bench_lib.report import build_comparison, build_report
-from bench_lib.results import load_run, tidy
+from bench_lib.analysis import plots
+from bench_lib.analysis.compare import compare
+from bench_lib.analysis.report import build_comparison, build_report
+from bench_lib.analysis.results import load_run, tidy
 
 FIXTURES = Path(__file__).parent / "fixtures"
 UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "s": 1, "ms": 1e-3, "µs": 1e-6}

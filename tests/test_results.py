@@ -14,8 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from bench_lib.record import FIELDS
-from bench_lib.results import (
+from bench_lib.analysis.results import (
     BYTE_UNITS,
     OPTIONAL_FIELDS,
     SECOND_UNITS,
@@ -27,6 +26,7 @@ from bench_lib.results import (
     table_csv,
     tidy,
 )
+from bench_lib.record import FIELDS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CPU = FIXTURES / "cpu_run.json"
@@ -238,8 +238,9 @@ def test_csv_round_trips(cpu: pd.DataFrame) -> None:
 def test_analysing_side_never_imports_torch() -> None:
     code = (
         "import sys\n"
-        "import bench_lib.cli, bench_lib.report, bench_lib.compare, bench_lib.results\n"
-        "import bench_lib.plots\n"
+        "import bench_lib.analysis.cli, bench_lib.analysis.report, bench_lib.analysis.compare\n"
+        "import bench_lib.analysis.results\n"
+        "import bench_lib.analysis.plots\n"
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"

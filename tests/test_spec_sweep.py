@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from bench_lib import stats
-from bench_lib.freezing import MECHANISMS as MECHANISM_REGISTRY
-from bench_lib.freezing import PATTERN_DOCS, pattern_blocks, segments
-from bench_lib.models import BUILDERS
-from bench_lib.spec import MECHANISMS, MODELS, PATTERNS, Case, CaseError
-from bench_lib.sweep import PROFILES, Filters, generate, parse_ints, parse_list, shard
+from bench_lib.measuring import stats
+from bench_lib.measuring.freezing import MECHANISMS as MECHANISM_REGISTRY
+from bench_lib.measuring.models import BUILDERS
+from bench_lib.measuring.patterns import PATTERN_DOCS, pattern_blocks, segments
+from bench_lib.measuring.spec import Case, CaseError
+from bench_lib.measuring.sweep import PROFILES, Filters, generate, parse_ints, parse_list, shard
+from bench_lib.vocab import MECHANISMS, MODELS, PATTERNS
 
 
 @pytest.mark.parametrize(

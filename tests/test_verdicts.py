@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from bench_lib import stats
-from bench_lib.freezing import pattern_blocks
-from bench_lib.spec import Case
-from bench_lib.verify import check_case
+from bench_lib.measuring import stats
+from bench_lib.measuring.patterns import pattern_blocks
+from bench_lib.measuring.spec import Case
+from bench_lib.measuring.verify import check_case
 
 
 def case(model: str, pattern: str, mechanism: str, **kw: object) -> Case:

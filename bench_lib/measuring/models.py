@@ -1,7 +1,8 @@
 """Model families as stacks of blocks plus a trainable head, so that patterns can index blocks.
 
-Every builder takes a :class:`~bench_lib.spec.Case` and returns a :class:`BlockModel`. Dropout
-is 0 everywhere: the validity checks compare gradients between runs and must be deterministic.
+Every builder takes a :class:`~bench_lib.measuring.spec.Case` and returns a
+:class:`BlockModel`. Dropout is 0 everywhere: the validity checks compare gradients between
+runs and must be deterministic.
 """
 
 from __future__ import annotations

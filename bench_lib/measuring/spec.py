@@ -12,51 +12,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = [
-    "DEVICES",
-    "DTYPES",
-    "FROZEN_MODES",
-    "MECHANISMS",
-    "MODELS",
-    "OPTIMIZERS",
-    "PATTERNS",
-    "SCENARIOS",
-    "TRAP_MECHANISMS",
-    "Case",
-    "CaseError",
-    "check_choice",
-]
+from ..vocab import (
+    DEVICES,
+    DTYPES,
+    FROZEN_MODES,
+    MECHANISMS,
+    MODELS,
+    OPTIMIZERS,
+    PATTERNS,
+    SCENARIOS,
+)
 
-# Axis vocabularies. The registries in models.py / freezing.py are keyed by these names; a test
-# keeps the two in step.
-MODELS: tuple[str, ...] = ("mlp", "transformer", "cnn", "xy")
-PATTERNS: tuple[str, ...] = (
-    "none",
-    "prefix",
-    "suffix",
-    "middle",
-    "alternating",
-    "all_but_head",
-    "explicit",
-)
-MECHANISMS: tuple[str, ...] = (
-    "none",
-    "no_grad",
-    "inference_mode",
-    "requires_grad",
-    "optimizer_only",
-    "backward_inputs",
-    "zeroed_grad_in_optimizer",
-    "late_freeze",
-    "inference_mode_nocopy",
-)
-#: Mechanism variants that are wrong in some setting, selectable to show their verdicts.
-TRAP_MECHANISMS: tuple[str, ...] = MECHANISMS[-3:]
-OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
-DEVICES: tuple[str, ...] = ("cpu", "cuda")
-DTYPES: tuple[str, ...] = ("float32", "bfloat16")
-FROZEN_MODES: tuple[str, ...] = ("train", "eval")
-SCENARIOS: tuple[str, ...] = ("sweep", "seed")
+__all__ = ["Case", "CaseError", "check_choice"]
 
 
 class CaseError(ValueError):

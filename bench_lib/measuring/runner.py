@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from ..record import FIELDS, make_record
 from . import cost, memory, phases, stats, verify
+from .budget import Budget
 from .devices import DeviceUnavailable
 from .models import family_size
-from .record import FIELDS, make_record
 from .spec import Case
 from .training import Workload, build_workload
 
@@ -37,35 +36,6 @@ CALIBRATION_STEPS = 2
 _OOM_TYPES: tuple[type[BaseException], ...] = tuple(
     t for t in (getattr(torch, "OutOfMemoryError", None), torch.cuda.OutOfMemoryError) if t
 )
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much time a case gets. ``rounds`` is sized to about ``target_time_s`` of timed steps,
-    clamped to ``[min_rounds, max_rounds]``; the phase pass runs ``phase_reps`` steps."""
-
-    warmup_rounds: int = 3
-    target_time_s: float = 0.5
-    min_rounds: int = 5
-    max_rounds: int = 200
-    ratio_pairs: int = 15
-    phase_reps: int = 10
-
-    def __post_init__(self) -> None:
-        if self.min_rounds < 1 or self.max_rounds < self.min_rounds:
-            raise ValueError(
-                f"rounds bounds [{self.min_rounds}, {self.max_rounds}] must satisfy 1 <= min <= max"
-            )
-        if min(self.ratio_pairs, self.phase_reps) < 1 or self.warmup_rounds < 0:
-            raise ValueError(f"invalid budget {self}")
-        if not self.target_time_s > 0:
-            raise ValueError(f"target_time_s={self.target_time_s} must be > 0")
-
-    def rounds_for(self, step_seconds: float) -> int:
-        if step_seconds <= 0:
-            return self.max_rounds
-        wanted = math.ceil(self.target_time_s / step_seconds)
-        return max(self.min_rounds, min(self.max_rounds, wanted))
 
 
 def is_oom(e: BaseException) -> bool:

@@ -3,7 +3,7 @@
 :func:`build_report` turns checked runs and their tidy table into a :class:`Rendered`: the
 markdown text and the figures it links (file name -> ``Figure``). :func:`build_comparison`
 does the same for a :class:`~bench_lib.compare.Comparison`. Nothing here touches the file
-system; :mod:`bench_lib.cli` writes the results.
+system; :mod:`bench_lib.analysis.cli` writes the results.
 
 Every number in the text comes from the data: the answers to the four questions are built from
 the rows that bear on each question, and a question without such rows says which cases are

@@ -31,6 +31,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter
 
+from ..vocab import MECHANISMS
 from .results import (
     BYTE_UNITS,
     SECOND_UNITS,
@@ -40,7 +41,6 @@ from .results import (
     pattern_label_order,
     scale,
 )
-from .spec import MECHANISMS
 
 __all__ = [
     "MEMORY_CATEGORIES",

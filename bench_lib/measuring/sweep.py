@@ -1,9 +1,9 @@
 """Named profiles (as data), command-line filters, and deterministic case generation.
 
 A profile is a list of grids; each grid is a cross product over its axes for one model family
-plus a per-case :class:`~bench_lib.runner.Budget`. Every grid point with a frozen pattern also
-gets its baseline (pattern ``none``, mechanism ``none``), once per (model, depth, width, batch,
-optimizer, device, dtype, threads).
+plus a per-case :class:`~bench_lib.measuring.budget.Budget`. Every grid point with a frozen
+pattern also gets its baseline (pattern ``none``, mechanism ``none``), once per (model, depth,
+width, batch, optimizer, device, dtype, threads).
 
 Filters from the command line *replace* an axis's values in every grid (``--bench-depth 32``
 sweeps depth 32 even if no profile lists it); ``--bench-model`` picks the grids whose family is
@@ -18,9 +18,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .freezing import pattern_blocks
-from .runner import Budget
-from .spec import (
+from ..vocab import (
     DEVICES,
     DTYPES,
     FROZEN_MODES,
@@ -29,10 +27,10 @@ from .spec import (
     OPTIMIZERS,
     PATTERNS,
     TRAP_MECHANISMS,
-    Case,
-    CaseError,
-    check_choice,
 )
+from .budget import Budget
+from .patterns import pattern_blocks
+from .spec import Case, CaseError, check_choice
 
 __all__ = [
     "PROFILES",

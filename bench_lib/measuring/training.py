@@ -1,4 +1,4 @@
-"""Turn a :class:`~bench_lib.spec.Case` into a ready training step."""
+"""Turn a :class:`~bench_lib.measuring.spec.Case` into a ready training step."""
 
 from __future__ import annotations
 

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .journal import JournalError, parse_journal
-from .record import FIELDS, SCHEMA_VERSION
-from .spec import MECHANISMS, PATTERNS
+from ..journal import JournalError, parse_journal
+from ..record import FIELDS, SCHEMA_VERSION
+from ..vocab import MECHANISMS, PATTERNS
 
 __all__ = [
     "BASELINE_KEY",

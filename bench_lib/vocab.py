@@ -1,0 +1,50 @@
+"""Axis vocabularies: the names of models, patterns, mechanisms and the other axes.
+
+Plain data, read by both sides: the measuring side validates cases against it and keys its
+registries by these names (a test keeps the registries and these tuples equal); the analysing
+side orders and labels table rows with it, without importing torch.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEVICES",
+    "DTYPES",
+    "FROZEN_MODES",
+    "MECHANISMS",
+    "MODELS",
+    "OPTIMIZERS",
+    "PATTERNS",
+    "SCENARIOS",
+    "TRAP_MECHANISMS",
+]
+
+MODELS: tuple[str, ...] = ("mlp", "transformer", "cnn", "xy")
+PATTERNS: tuple[str, ...] = (
+    "none",
+    "prefix",
+    "suffix",
+    "middle",
+    "alternating",
+    "all_but_head",
+    "explicit",
+)
+MECHANISMS: tuple[str, ...] = (
+    "none",
+    "no_grad",
+    "inference_mode",
+    "requires_grad",
+    "optimizer_only",
+    "backward_inputs",
+    "zeroed_grad_in_optimizer",
+    "late_freeze",
+    "inference_mode_nocopy",
+)
+#: Mechanism variants that are wrong in some setting, selectable to show their verdicts. A
+#: report never recommends one of them, even where it happened to be valid.
+TRAP_MECHANISMS: tuple[str, ...] = MECHANISMS[-3:]
+OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
+DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+FROZEN_MODES: tuple[str, ...] = ("train", "eval")
+SCENARIOS: tuple[str, ...] = ("sweep", "seed")
