@@ -23,7 +23,7 @@ __all__ = [
     "schema_markdown",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("ok", "oom", "error")
 
 
@@ -64,7 +64,21 @@ FIELDS: dict[str, Field] = {
     "status_message": Field("-", "the error message", "status is `ok`"),
     "peak_memory_bytes": Field(
         "bytes",
-        "peak bytes allocated during one steady-state step (method in memory_method)",
+        "the workload's live state when a steady-state step starts plus the highest rise above "
+        "it during the step (method in memory_method); nothing else alive on the device counts",
+    ),
+    "foreign_bytes": Field(
+        "bytes",
+        "bytes alive on the device when the memory pass starts that are neither the workload's "
+        "nor the library workspace: must be 0 (CUDA: allocator rounding; CPU: within 64 KiB, a "
+        "lower bound that cannot see tensors only C++ holds)",
+        "not measured (the case failed before its memory pass, or a run before schema 2)",
+    ),
+    "workspace_bytes": Field(
+        "bytes",
+        "memory libraries keep for good in the CUDA caching allocator (cuBLAS, cuDNN workspaces), "
+        "measured once after the process warm-up; 0 on CPU",
+        "not measured (a run before schema 2)",
     ),
     "peak_reserved_bytes": Field(
         "bytes", "peak bytes reserved by the CUDA caching allocator", "device is cpu"
@@ -112,6 +126,11 @@ FIELDS: dict[str, Field] = {
     "backward_s": Field("s", "median backward time, instrumented pass", "not run"),
     "optimizer_s": Field("s", "median optimizer-step time, instrumented pass", "not run"),
     "phase_reps": Field("steps", "steps of the instrumented phase pass", "not run"),
+    "pass_seconds": Field(
+        "mapping of s",
+        "wall seconds of each pass of the case (validity, build, calibration, timed, "
+        "ratio_pairs, flops, phases, memory): where a case's time goes",
+    ),
 }
 
 

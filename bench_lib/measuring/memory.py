@@ -1,17 +1,22 @@
-"""Peak memory of one training step, and bytes by category.
+"""Peak memory of one training step, what else is alive, and bytes by category.
 
-CUDA: the caching allocator's peak statistics (``torch.cuda.max_memory_allocated`` /
-``max_memory_reserved``) around one steady-state step.
+A case's peak is its workload's live state when a steady-state step starts (parameters,
+buffers, optimizer state, batch, gradients the mechanism keeps after its ``zero_grad``) plus the
+highest rise above that during the step. Nothing else alive on the device counts: what is alive
+at the start that is neither the workload's nor the libraries' workspace is recorded apart as
+``foreign_bytes`` and must be 0 (a case that leaks would show here, in the next case).
 
-CPU: there is no caching allocator to ask, and process RSS carries everything earlier in the
-process. The suite reads the profiler's allocation events instead (``profile_memory=True``):
-every CPU allocation and free during the step, in time order. The peak is the bytes live when
-the step starts (parameters, buffers, optimizer state, batch, gradients the mechanism keeps
-after its ``zero_grad``) plus the highest running total of the step's own allocations.
-Method name: ``profiler_events``.
+CUDA (``cuda_allocator``): the rise is ``max_memory_allocated() - memory_allocated()`` around
+the step, after ``reset_peak_memory_stats()``; the live state is counted in the caching
+allocator's rounding (512-byte blocks). ``workspace_bytes`` (cuBLAS/cuBLASLt, cuDNN) is what
+stays allocated after the process warm-up when nothing of ours is alive, measured once.
 
-Both methods include everything live on the device: parameters, gradients, optimizer state,
-batch and the step's activations and temporaries.
+CPU (``profiler_events``): there is no caching allocator to ask, and process RSS carries
+everything earlier in the process. The rise comes from the profiler's allocation events
+(``profile_memory=True``): every CPU allocation and free during the step, in time order.
+``foreign_bytes`` is the storages of every CPU tensor that Python's gc can reach minus the
+workload's: a lower bound, since gc cannot see tensors that only C++ holds (an autograd graph
+kept alive by a reference cycle through its nodes, for instance).
 """
 
 from __future__ import annotations
@@ -23,19 +28,77 @@ from dataclasses import dataclass
 import psutil
 import torch
 from torch import Tensor
+from torch.utils._pytree import tree_leaves
 
 from .training import Workload
 
 __all__ = [
+    "CPU_FOREIGN_SLACK_BYTES",
+    "CUDA_BLOCK_BYTES",
+    "Allocator",
     "MemoryResult",
     "cpu_peak_allocated",
+    "cuda_peak",
+    "cuda_rounded",
+    "foreign_cpu_bytes",
     "measure_bytes_by_category",
     "measure_peak_memory",
+    "measure_workspace",
     "storage_bytes",
+    "workspace_bytes",
 ]
 
 CUDA_METHOD = "cuda_allocator"
 CPU_METHOD = "profiler_events"
+#: The CUDA caching allocator hands out multiples of 512 bytes (``kMinBlockSize``).
+CUDA_BLOCK_BYTES = 512
+#: ``foreign_bytes`` on CPU below this is noise of the gc census, not a leak.
+CPU_FOREIGN_SLACK_BYTES = 64 * 1024
+
+
+class Allocator:
+    """The CUDA allocator seam: tests replace these with fakes that return injected numbers."""
+
+    memory_allocated: Callable[[torch.device], int] = staticmethod(torch.cuda.memory_allocated)
+    max_memory_allocated: Callable[[torch.device], int] = staticmethod(
+        torch.cuda.max_memory_allocated
+    )
+    max_memory_reserved: Callable[[torch.device], int] = staticmethod(
+        torch.cuda.max_memory_reserved
+    )
+    reset_peak_memory_stats: Callable[[torch.device], None] = staticmethod(
+        torch.cuda.reset_peak_memory_stats
+    )
+    synchronize: Callable[[torch.device], None] = staticmethod(torch.cuda.synchronize)
+
+
+#: Workspace bytes per device (``"cuda:0"``), measured once by :func:`measure_workspace`.
+_WORKSPACE: dict[str, int] = {}
+
+
+def cuda_rounded(nbytes: int) -> int:
+    """``nbytes`` as the CUDA caching allocator counts it (at least one 512-byte block)."""
+    if nbytes <= 0:
+        return 0
+    return -(-nbytes // CUDA_BLOCK_BYTES) * CUDA_BLOCK_BYTES
+
+
+def measure_workspace(device: torch.device) -> int:
+    """Bytes that stay allocated on ``device`` when nothing of the suite is alive (library
+    workspaces kept by the caching allocator for good). Call it after the process warm-up with
+    everything released; the value is kept for the records. Always 0 on CPU."""
+    value = 0
+    if device.type == "cuda":
+        gc.collect()
+        Allocator.synchronize(device)
+        value = int(Allocator.memory_allocated(device))
+    _WORKSPACE[str(device)] = value
+    return value
+
+
+def workspace_bytes(device: torch.device) -> int:
+    """The workspace measured for ``device`` (0 if it was never measured)."""
+    return _WORKSPACE.get(str(device), 0)
 
 
 @dataclass(frozen=True)
@@ -46,6 +109,8 @@ class MemoryResult:
     peak_reserved_bytes: int | None
     memory_method: str
     rss_bytes: int
+    foreign_bytes: int
+    workspace_bytes: int
 
 
 def _storage_key(t: Tensor) -> tuple[int, int] | None:
@@ -56,14 +121,45 @@ def _storage_key(t: Tensor) -> tuple[int, int] | None:
     return (s.data_ptr(), s.nbytes())
 
 
-def storage_bytes(tensors: Iterable[Tensor]) -> int:
-    """Bytes of the distinct storages behind ``tensors`` (views and aliases counted once)."""
+def _storages(tensors: Iterable[Tensor]) -> dict[int, int]:
+    """Distinct storages behind ``tensors``: data pointer -> bytes (views counted once)."""
     seen: dict[int, int] = {}
     for t in tensors:
         key = _storage_key(t)
         if key is not None and key[1] > 0:
             seen[key[0]] = max(seen.get(key[0], 0), key[1])
-    return sum(seen.values())
+    return seen
+
+
+def storage_bytes(tensors: Iterable[Tensor], *, cuda_rounding: bool = False) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (views and aliases counted once), each
+    rounded as the CUDA caching allocator rounds it when ``cuda_rounding``."""
+    sizes = _storages(tensors).values()
+    return sum(cuda_rounded(n) for n in sizes) if cuda_rounding else sum(sizes)
+
+
+def _reachable_tensors(device: torch.device) -> list[Tensor]:
+    """Every tensor on ``device``'s type that Python's gc tracks (parameters included)."""
+    found: list[Tensor] = []
+    for obj in gc.get_objects():
+        # type(), not isinstance(): isinstance reads ``__class__``, which some lazily deprecated
+        # module attributes turn into a warning.
+        if issubclass(type(obj), Tensor):
+            try:
+                if obj.device.type == device.type and not obj.is_meta:
+                    found.append(obj)
+            except RuntimeError:  # tensor subclasses without a device
+                continue
+    return found
+
+
+def foreign_cpu_bytes(own: Iterable[Tensor]) -> int:
+    """Bytes of the CPU storages gc can reach that are not behind ``own`` (a lower bound of
+    what else is alive: tensors that only C++ holds are invisible to gc)."""
+    gc.collect()
+    mine = set(_storages(own))
+    everything = _storages(_reachable_tensors(torch.device("cpu")))
+    return sum(n for ptr, n in everything.items() if ptr not in mine)
 
 
 def cpu_peak_allocated(fn: Callable[[], object]) -> int:
@@ -91,10 +187,13 @@ def cpu_peak_allocated(fn: Callable[[], object]) -> int:
 
 
 def _live_state(w: Workload) -> list[Tensor]:
-    tensors: list[Tensor] = [*w.model.parameters(), *w.model.buffers(), w.inputs, w.targets]
+    """The workload's own tensors on its device: parameters, buffers, batch, gradients, optimizer
+    state (AdamW's ``step`` counters live on the CPU even for a CUDA model)."""
+    batch = [t for t in tree_leaves((w.inputs, w.targets)) if isinstance(t, Tensor)]
+    tensors: list[Tensor] = [*w.model.parameters(), *w.model.buffers(), *batch]
     tensors += [p.grad for p in w.model.parameters() if p.grad is not None]
     tensors += _optimizer_state(w.optimizer)
-    return tensors
+    return [t for t in tensors if t.device.type == w.device.type]
 
 
 def _optimizer_state(opt: torch.optim.Optimizer) -> list[Tensor]:
@@ -105,26 +204,46 @@ def _rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
+def cuda_peak(
+    live: int, allocated_at_start: int, max_allocated: int, workspace: int
+) -> tuple[int, int]:
+    """``(peak, foreign)`` of a CUDA step from the allocator's numbers (bytes, 512-rounded).
+
+    ``live``: the workload's live state at the start of the step; ``allocated_at_start``:
+    ``memory_allocated()`` then; ``max_allocated``: ``max_memory_allocated()`` after the step,
+    with the peak statistics reset at its start; ``workspace``: the libraries' workspace.
+    """
+    rise = max(0, max_allocated - allocated_at_start)
+    foreign = max(0, allocated_at_start - live - workspace)
+    return live + rise, foreign
+
+
 def measure_peak_memory(w: Workload) -> MemoryResult:
     """Peak memory of one steady-state step of a warmed-up workload (see module docstring)."""
     gc.collect()
-    if w.device.type == "cuda":
-        torch.cuda.synchronize(w.device)
-        torch.cuda.reset_peak_memory_stats(w.device)
-        w.step()
-        return MemoryResult(
-            int(torch.cuda.max_memory_allocated(w.device)),
-            int(torch.cuda.max_memory_reserved(w.device)),
-            CUDA_METHOD,
-            _rss(),
-        )
-    # Run the step's own zero_grad first, so that no memory older than the profiler is freed
-    # inside the profiled step (the profiler cannot see such frees); the step's zero_grad then
-    # finds nothing left to release. Gradients a mechanism keeps between steps stay live.
+    # Run the step's own zero_grad first, so that no memory older than the measurement is freed
+    # inside the measured step (the profiler cannot see such frees, and a free would lower the
+    # CUDA start line); the step's zero_grad then finds nothing left to release. Gradients a
+    # mechanism keeps between steps stay live and count.
     w.mechanism.zero_grad(w)
-    live = storage_bytes(_live_state(w))
+    workspace = workspace_bytes(w.device)
+    if w.device.type == "cuda":
+        Allocator.synchronize(w.device)
+        live = storage_bytes(_live_state(w), cuda_rounding=True)
+        start = int(Allocator.memory_allocated(w.device))
+        Allocator.reset_peak_memory_stats(w.device)
+        w.step()
+        peak, foreign = cuda_peak(
+            live, start, int(Allocator.max_memory_allocated(w.device)), workspace
+        )
+        reserved = int(Allocator.max_memory_reserved(w.device))
+        return MemoryResult(peak, reserved, CUDA_METHOD, _rss(), foreign, workspace)
+    state = _live_state(w)
+    live = storage_bytes(state)
+    foreign = foreign_cpu_bytes(state)
+    del state
     peak = live + cpu_peak_allocated(w.step)
-    return MemoryResult(peak, None, CPU_METHOD, _rss())
+    return MemoryResult(peak, None, CPU_METHOD, _rss(), foreign, workspace)
 
 
 @dataclass(frozen=True)
@@ -148,7 +267,12 @@ def measure_bytes_by_category(w: Workload) -> ByteCounts:
         key = _storage_key(t)
         if key is not None and key[0] not in model_state:
             saved[key[0]] = max(saved.get(key[0], 0), key[1])
-        return t
+        # Not ``t`` itself: a node that saves its own output (ReLU does) would then hold a strong
+        # reference to a tensor whose grad_fn is that node, a cycle through autograd's C++
+        # nodes that gc cannot see. Where backward never reaches a node (a graph cut), the
+        # cycle would keep that part of the graph alive for good. A detached alias shares the
+        # storage and has no grad_fn.
+        return t.detach()
 
     w.mechanism.zero_grad(w)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

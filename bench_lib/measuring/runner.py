@@ -12,15 +12,17 @@ failure is kept.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
 from ..record import FIELDS, make_record
-from . import cost, memory, phases, stats, verify
+from . import cost, devices, memory, phases, stats, verify
 from .budget import Budget
 from .devices import DeviceUnavailable
 from .models import family_size
@@ -87,24 +89,58 @@ def _case_fields(case: Case) -> dict[str, Any]:
     }
 
 
-def _measure(case: Case, budget: Budget, time_steps: TimeSteps, out: dict[str, Any]) -> None:
+class _PassClock:
+    """Wall seconds of each pass of a case, for ``pass_seconds`` (where a case's time goes)."""
+
+    def __init__(self, out: dict[str, Any]) -> None:
+        self.seconds: dict[str, float] = {}
+        out["pass_seconds"] = self.seconds
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - t0, 6)
+
+
+#: Step FLOPs of each baseline, counted once per process: every case of a group divides by the
+#: same baseline count, and counting it again per case would be time spent twice.
+_BASELINE_FLOPS: dict[Case, int] = {}
+
+
+def _baseline_flops(base: Workload) -> int:
+    key = base.case
+    if key not in _BASELINE_FLOPS:
+        _BASELINE_FLOPS[key] = cost.count_step_flops(base).total
+    return _BASELINE_FLOPS[key]
+
+
+def _measure(
+    case: Case, budget: Budget, time_steps: TimeSteps, out: dict[str, Any], clock: _PassClock
+) -> None:
     """Fill ``out`` pass by pass, so that a failure keeps what was measured before it."""
-    w = build_workload(case)
+    with clock("build"):
+        w = build_workload(case)
     out["threads"] = torch.get_num_threads()
     out["trainable_params"] = _param_count(w.trainable_intended)
     out["frozen_params"] = _param_count(w.frozen_params)
     _release()
-    rounds = budget.rounds_for(_calibrate(w))
+    with clock("calibration"):
+        rounds = budget.rounds_for(_calibrate(w))
     out["warmup_rounds"] = max(CALIBRATION_STEPS, w.mechanism.warm_steps) + budget.warmup_rounds
     out["rounds"] = rounds
     out["gc_enabled"] = gc.isenabled()
-    time_steps(w.step, budget.warmup_rounds, rounds)
+    with clock("timed"):
+        time_steps(w.step, budget.warmup_rounds, rounds)
 
     # The baseline side of the pairs; for the baseline case itself an identical twin, so that
     # its ratio shows the noise floor (A against A').
-    base = build_workload(case.baseline())
-    _calibrate(base)
-    ratio = stats.interleaved_ratio(w.step, base.step, budget.ratio_pairs)
+    with clock("ratio_pairs"):
+        base = build_workload(case.baseline())
+        _calibrate(base)
+        ratio = stats.interleaved_ratio(w.step, base.step, budget.ratio_pairs)
     out.update(
         time_ratio=ratio.median,
         time_ratio_ci_low=ratio.ci_low,
@@ -112,11 +148,11 @@ def _measure(case: Case, budget: Budget, time_steps: TimeSteps, out: dict[str, A
         ratio_pairs=ratio.pairs,
         ratio_samples=list(ratio.ratios),
     )
-    base_flops = cost.count_step_flops(base).total
-    del base
-    _release()
-
-    flops = cost.count_step_flops(w)
+    with clock("flops"):
+        base_flops = _baseline_flops(base)
+        del base
+        _release()
+        flops = cost.count_step_flops(w)
     out.update(
         flops_forward=flops.forward,
         flops_backward=flops.backward,
@@ -124,23 +160,49 @@ def _measure(case: Case, budget: Budget, time_steps: TimeSteps, out: dict[str, A
         flops_uncounted_ops=list(flops.uncounted_ops),
     )
     # These results' field names are record keys.
-    out.update(dataclasses.asdict(phases.measure_phases(w, budget.phase_reps)))
-    out.update(dataclasses.asdict(memory.measure_peak_memory(w)))
-    out.update(dataclasses.asdict(memory.measure_bytes_by_category(w)))
+    with clock("phases"):
+        out.update(dataclasses.asdict(phases.measure_phases(w, budget.phase_reps)))
+    with clock("memory"):
+        out.update(dataclasses.asdict(memory.measure_peak_memory(w)))
+        out.update(dataclasses.asdict(memory.measure_bytes_by_category(w)))
+
+
+#: What the warm-up runs: on CUDA, the matrix products, convolutions and attention of every
+#: built-in family in both dtypes, so that libraries allocate their lazy workspaces (cuBLASLt
+#: per dtype, cuDNN) before ``workspace_bytes`` is measured rather than inside a case.
+_WARM_UP_CASES: dict[str, tuple[Case, ...]] = {
+    "cpu": (Case("mlp", 2, 16, 4, "prefix", (0,), "requires_grad"),),
+    "cuda": tuple(
+        Case(model, 2, 32, 4, "prefix", (0,), "requires_grad", device="cuda", dtype=dtype)
+        for model in ("mlp", "transformer", "cnn")
+        for dtype in ("float32", "bfloat16")
+    ),
+}
 
 
 def warm_up_process(device: str) -> None:
-    """Pay the process's one-time costs (thread pools, allocator, the profiler's and the FLOP
-    counter's first use) on a throwaway model, so that the first case measured is not the
-    slowest for reasons of its own. Measures nothing."""
-    w = build_workload(Case("mlp", 2, 16, 4, "prefix", (0,), "requires_grad", device=device))
-    for _ in range(3):
-        w.step()
-    cost.count_step_flops(w)
-    phases.measure_phases(w, 2)
-    memory.measure_peak_memory(w)
-    memory.measure_bytes_by_category(w)
-    _release()
+    """Pay the process's one-time costs (thread pools, allocator, library workspaces, the
+    profiler's and the FLOP counter's first use) on throwaway models, so that the first case
+    measured is not the slowest for reasons of its own; then measure the workspace the libraries
+    keep (``workspace_bytes``), and freeze what is alive out of gc's sight. Raises
+    :class:`DeviceUnavailable` for an absent device."""
+    for case in _WARM_UP_CASES[device]:
+        w = build_workload(case)
+        for _ in range(3):
+            w.step()
+        cost.count_step_flops(w)
+        phases.measure_phases(w, 2)
+        memory.measure_peak_memory(w)
+        memory.measure_bytes_by_category(w)
+        del w
+        _release()
+    memory.measure_workspace(devices.resolve(device))
+    # Everything alive now (pytest, torch's and the libraries' Python objects: hundreds of
+    # thousands) goes into gc's permanent generation: each gc.collect() between passes then
+    # walks only what cases create (0.16 s a call before, microseconds after), and so does the
+    # census of foreign tensors. No tensor of ours is alive at this point.
+    gc.collect()
+    gc.freeze()
 
 
 def measure_case(case: Case, budget: Budget, time_steps: TimeSteps) -> dict[str, Any]:
@@ -152,8 +214,10 @@ def measure_case(case: Case, budget: Budget, time_steps: TimeSteps) -> dict[str,
     out: dict[str, Any] = dict.fromkeys(FIELDS)
     out.update(_case_fields(case))
     out.update(status="ok", flops_uncounted_ops=[], ratio_samples=[])
+    clock = _PassClock(out)
     try:
-        v = verify.check_case(case)
+        with clock("validity"):
+            v = verify.check_case(case)
         out.update(
             valid=v.valid,
             verdict=v.verdict,
@@ -165,7 +229,7 @@ def measure_case(case: Case, budget: Budget, time_steps: TimeSteps) -> dict[str,
             # The mechanism cannot run a step at all: nothing else can be measured.
             out.update(status="error", status_message=f"the mechanism raised: {v.detail}")
             return make_record(out)
-        _measure(case, budget, time_steps, out)
+        _measure(case, budget, time_steps, out, clock)
     except DeviceUnavailable:
         raise
     except Exception as e:

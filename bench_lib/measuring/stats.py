@@ -1,4 +1,4 @@
-"""Small, dependency-free statistics and the interleaved ratio measurement.
+"""The clock seam, the median and its interval (numpy, scipy), and the interleaved ratio.
 
 The timed loop itself belongs to pytest-benchmark. This module measures a case's time *relative
 to its baseline* in a separate pass: baseline and case steps run in interleaved pairs, so that
@@ -11,6 +11,9 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
+import scipy.stats
 
 __all__ = ["Clock", "RatioResult", "interleaved_ratio", "median", "median_ci", "quantile"]
 
@@ -25,40 +28,31 @@ def quantile(values: Sequence[float], q: float) -> float:
     """Linear-interpolation quantile (numpy's default), ``0 <= q <= 1``."""
     if not values:
         raise ValueError("quantile of an empty sequence")
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
+    return float(np.quantile(np.asarray(values, dtype=float), q))
 
 
 def median(values: Sequence[float]) -> float:
     return quantile(values, 0.5)
 
 
-def _binom_cdf(k: int, n: int) -> float:
-    """P(X <= k) for X ~ Binomial(n, 1/2)."""
-    return float(sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
-
-
 def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
     """Distribution-free confidence interval for the median, from order statistics.
 
-    Returns ``(x_(j), x_(n+1-j))`` (1-based order statistics) for the largest ``j`` with coverage
-    ``1 - 2 * P(Binomial(n, 1/2) <= j-1) >= confidence``, or ``None`` when ``n`` is too small to
-    reach the confidence at all (n < 6 for 95%).
+    scipy's ``quantile_test(...).confidence_interval()`` (the exact binomial order-statistic
+    interval): ``(x_(j), x_(n+1-j))`` for the largest ``j`` with coverage
+    ``1 - 2 * P(Binomial(n, 1/2) <= j-1) >= confidence``. Returns ``None`` when ``n`` is too
+    small to reach the confidence at all (n < 6 for 95%), where scipy gives an infinite or NaN
+    end.
     """
-    n = len(values)
-    xs = sorted(values)
-    best: int | None = None
-    for j in range(1, n // 2 + 1):
-        if 1 - 2 * _binom_cdf(j - 1, n) >= confidence:
-            best = j
-        else:
-            break
-    if best is None:
+    if not values:
         return None
-    return xs[best - 1], xs[n - best]
+    xs = np.asarray(values, dtype=float)
+    result = scipy.stats.quantile_test(xs, q=float(np.median(xs)), p=0.5)
+    ci = result.confidence_interval(confidence_level=confidence)
+    low, high = float(ci.low), float(ci.high)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    return low, high
 
 
 @dataclass(frozen=True)
