@@ -17,6 +17,7 @@ import pytest
 from bench_lib.journal import Journal, JournalError, read_journal
 from bench_lib.measuring import env
 from bench_lib.measuring.budget import Budget
+from bench_lib.measuring.costmodel import load_measured_seconds, model_for
 from bench_lib.measuring.devices import cuda_unavailable_reason
 from bench_lib.measuring.spec import Case, CaseError
 from bench_lib.measuring.sweep import (
@@ -26,6 +27,7 @@ from bench_lib.measuring.sweep import (
     generate,
     parse_ints,
     parse_list,
+    plan_shards,
     shard,
 )
 from bench_lib.vocab import (
@@ -62,6 +64,9 @@ class Plan:
     skips: list[Skip]
     budget: Budget
     cuda_reason: str | None
+    #: One line: the planned cases' estimated seconds, the cost model's source, and for a shard
+    #: every shard's estimate and the imbalance left.
+    estimate: str
 
 
 PLAN_KEY = pytest.StashKey[Plan]()
@@ -111,6 +116,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="skip cases already in the journal and carry their results into the JSON",
     )  # fmt: skip
     group.addoption(
+        "--bench-costs", default=None, metavar="PATH",
+        help="a JSON or journal of an earlier run: fit the cost model that balances "
+        "--bench-shard (and estimates the run's time) to its measured per-case seconds",
+    )  # fmt: skip
+    group.addoption(
         "--bench-time",
         default=None,
         metavar="SECONDS",
@@ -155,12 +165,22 @@ def _plan(config: pytest.Config) -> Plan:
     profile = PROFILES[name]
     sweep = generate(profile, _filters(config))
     cases, skips = sweep.cases, sweep.skips
+    budget = _budget(config, profile.budget)
+    costs = config.getoption("--bench-costs")
+    model, seconds = model_for(cases, budget, load_measured_seconds(costs) if costs else None)
+    estimate = f"estimated {sum(seconds.values()):.0f} s for {len(cases)} cases ({model.source})"
     if (text := config.getoption("--bench-shard")) is not None:
         try:
             i, n = (int(x) for x in text.split("/"))
         except ValueError:
             raise CaseError(f"--bench-shard={text!r} must look like I/N, e.g. 0/4") from None
-        cases = shard(cases, i, n)
+        cases = shard(cases, i, n, seconds)
+        loads = plan_shards(sweep.cases, n, seconds)
+        estimate = (
+            f"shard {i}/{n}: {len(cases)} cases, estimated {loads.loads[i]:.0f} s; all shards "
+            f"{', '.join(f'{x:.0f}' for x in loads.loads)} s, imbalance "
+            f"{loads.imbalance:.0%} ({model.source})"
+        )
     if not cases and not skips:
         raise CaseError("these --bench-* options select no case at all")
     needs_cuda = any(c.device == "cuda" for c in cases)
@@ -169,8 +189,9 @@ def _plan(config: pytest.Config) -> Plan:
         len(sweep.folded),
         cases,
         skips,
-        _budget(config, profile.budget),
+        budget,
         cuda_unavailable_reason() if needs_cuda else None,
+        estimate,
     )
 
 
@@ -228,6 +249,7 @@ class _Session:
             "combinations_folded": self.plan.folded,
             "combinations_folded_why": FOLDED_WHY,
             "cuda_unavailable_reason": self.plan.cuda_reason,
+            "estimate": self.plan.estimate,
         }
 
     def pytest_collection_modifyitems(
@@ -327,6 +349,7 @@ class _Session:
             f"profile {self.plan.profile}: {len(ran)} cases measured, {failed} recorded as "
             f"oom/error, {len(self.skipped)} skipped, {len(self.resumed)} resumed from journal"
         )
+        terminalreporter.write_line(f"plan: {self.plan.estimate}")
         if self.journal_path is not None:
             terminalreporter.write_line(f"journal: {self.journal_path}")
         if self.plan.cuda_reason:
@@ -351,6 +374,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"freeze-bench: {e}") from None
     config.stash[PLAN_KEY] = plan
     config.pluginmanager.register(session, "freeze-bench-session")
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    plan = config.stash.get(PLAN_KEY, None)
+    return f"freeze-bench profile {plan.profile}: {plan.estimate}" if plan else None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -70,6 +71,11 @@ def test_tiny_sweep_writes_every_record_key_for_every_case(tiny_run: Any) -> Non
         for key in ("peak_memory_bytes", "param_bytes", "flops_forward", "forward_s"):
             assert r[key] > 0, key
         assert r["peak_reserved_bytes"] is None and r["memory_method"] == "profiler_events"
+        # Nothing of an earlier case is alive, and the peak holds at least the workload's state.
+        assert r["foreign_bytes"] == 0 and r["workspace_bytes"] == 0
+        state = r["param_bytes"] + r["grad_bytes"] + r["optimizer_state_bytes"]
+        assert r["peak_memory_bytes"] >= state
+        assert set(r["pass_seconds"]) >= {"validity", "timed", "ratio_pairs", "memory"}
     # The explicit pattern's first block is a frozen prefix; block 2 is frozen too, so no_grad
     # cuts block 1 off; requires_grad does not.
     by_id = {b["extra_info"]["case_id"]: b["extra_info"] for b in benches + failed}
@@ -82,6 +88,31 @@ def test_tiny_sweep_writes_every_record_key_for_every_case(tiny_run: Any) -> Non
     assert data["machine_info"]["torch_version"]
     assert data["freeze_bench"]["profile"] == "quick"
     assert "2 recorded as oom/error" in proc.stdout
+    assert "plan: estimated" in proc.stdout
+
+
+@pytest.mark.slow
+def test_two_shards_merge_into_one_report(tmp_path: Path) -> None:
+    """The multi-GPU recipe on CPU: each shard writes its own JSON, the report reads both and
+    holds every case once, with its baseline found across files."""
+    from bench_lib.analysis.cli import main
+
+    outs = [tmp_path / f"shard{i}.json" for i in range(2)]
+    counts = []
+    for i, out in enumerate(outs):
+        proc = run_pytest(*TINY, "--bench-shard", f"{i}/2", f"--benchmark-json={out}")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert f"shard {i}/2:" in proc.stdout and "imbalance" in proc.stdout
+        data = json.loads(out.read_text())
+        counts.append(len(data["benchmarks"]) + len(data["freeze_bench"]["failed"]))
+    assert all(counts) and sum(counts) == 7
+    report = tmp_path / "report"
+    assert main(["report", *map(str, outs), "--output", str(report)]) == 0
+    text = (report / "report.md").read_text()
+    assert "shard0.json" in text and "shard1.json" in text
+    with (report / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 7 == len({r["case_id"] for r in rows})
 
 
 @pytest.mark.slow
@@ -107,7 +138,7 @@ def test_cuda_cases_skip_with_the_reason_when_cuda_is_absent(tmp_path: Path) -> 
             ["--bench-mechanism", "freeze"],
             "--bench-mechanism='freeze' is not one of: none, no_grad",
         ),
-        (["--bench-profile", "huge"], "--bench-profile='huge' is not one of: quick, default, full"),
+        (["--bench-profile", "huge"], "--bench-profile='huge' is not one of: quick, default, gpu, full"),
         (["--bench-depth", "0"], "--bench-depth='0': 0 must be >= 1"),
         (["--bench-depth", "4,x"], "--bench-depth='4,x': 'x' is not an integer"),
         (["--bench-model", ""], "--bench-model='' is empty"),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..vocab import (
@@ -33,15 +33,19 @@ from .patterns import pattern_blocks
 from .spec import Case, CaseError, check_choice
 
 __all__ = [
+    "BLOCK_POSITIONS",
     "PROFILES",
     "Filters",
     "Grid",
     "Profile",
+    "ShardPlan",
     "Skip",
     "Sweep",
     "generate",
     "parse_ints",
     "parse_list",
+    "plan_shards",
+    "resolve_positions",
     "shard",
 ]
 
@@ -50,6 +54,21 @@ ALL_PATTERNS = tuple(p for p in PATTERNS if p != "explicit")
 FREEZE_MECHANISMS = tuple(m for m in MECHANISMS if m != "none")
 #: The mechanisms people use on purpose; grids sweep these unless they name others.
 MAIN_MECHANISMS = tuple(m for m in FREEZE_MECHANISMS if m not in TRAP_MECHANISMS)
+
+
+#: Named block positions of a profile's 'explicit' grids, resolved per depth.
+BLOCK_POSITIONS: dict[str, Callable[[int], int]] = {
+    "first": lambda depth: 0,
+    "middle": lambda depth: depth // 2,
+    "last": lambda depth: depth - 1,
+}
+
+
+def resolve_positions(positions: Sequence[str], depth: int) -> tuple[int, ...]:
+    """Block indices of named ``positions`` at ``depth`` (duplicates merged)."""
+    for name in positions:
+        check_choice("block position", name, BLOCK_POSITIONS)
+    return tuple(sorted({BLOCK_POSITIONS[name](depth) for name in positions}))
 
 
 @dataclass(frozen=True)
@@ -67,7 +86,9 @@ class Grid:
     frozen_modes: tuple[str, ...] = ("train",)
     extra: tuple[tuple[str, int], ...] = ()
     scenario: str = "sweep"
-    blocks: tuple[int, ...] = ()  # the indices of pattern 'explicit'
+    #: The blocks of pattern 'explicit', as positions resolved at each depth after overrides
+    #: (names of :data:`BLOCK_POSITIONS`), so that ``--bench-depth 4`` still fits them.
+    blocks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,9 +124,10 @@ def _family(
     depth, pattern 'explicit'."""
     extra = tuple(sizes.items())
     deepest = max(depths)
-    explicit = (0, deepest // 2)
     return [
-        Grid(model, (deepest,), width, batch, ("explicit",), extra=extra, blocks=explicit),
+        Grid(
+            model, (deepest,), width, batch, ("explicit",), extra=extra, blocks=("first", "middle")
+        ),
         Grid(model, depths, width, batch, extra=extra),
         Grid(model, depths, width, batch, ("prefix", "suffix"), TRAP_MECHANISMS, extra=extra),
         Grid(
@@ -122,7 +144,7 @@ PROFILES: dict[str, Profile] = {
         "sizes (CI, smoke runs): about a minute on 2 cores",
         (
             Grid("mlp", (4,), 64, 16),
-            Grid("mlp", (4,), 64, 16, ("explicit",), blocks=(0, 2)),
+            Grid("mlp", (4,), 64, 16, ("explicit",), blocks=("first", "middle")),
             Grid("mlp", (4,), 64, 16, ("prefix",), TRAP_MECHANISMS),
             Grid(
                 "mlp",
@@ -183,6 +205,48 @@ PROFILES: dict[str, Profile] = {
             ratio_pairs=16,
             phase_reps=5,
         ),
+    ),
+    "gpu": Profile(
+        "gpu",
+        "real sizes on one H100-class GPU in about 6 minutes: every family at depth 8, every "
+        "pattern under the main mechanisms, the traps on the prefix, eval-mode frozen blocks, "
+        "SGD, bfloat16 and the seed scenario",
+        (
+            Grid("mlp", (8,), 2048, 256),
+            Grid("mlp", (8,), 2048, 256, ("prefix",), TRAP_MECHANISMS),
+            Grid("mlp", (8,), 2048, 256, ("explicit",), blocks=("first", "middle")),
+            Grid("mlp", (8,), 2048, 256, ("none", "middle"), optimizers=("sgd",)),
+            Grid("transformer", (8,), 512, 32, extra=(("seq_len", 256),)),
+            Grid(
+                "transformer",
+                (8,),
+                512,
+                32,
+                ("none", "prefix", "middle"),
+                dtypes=("bfloat16",),
+                extra=(("seq_len", 256),),
+            ),
+            Grid("cnn", (8,), 64, 64, extra=(("image_size", 64),)),
+            Grid(
+                "cnn",
+                (8,),
+                64,
+                64,
+                ("prefix", "middle"),
+                frozen_modes=("eval",),
+                extra=(("image_size", 64),),
+            ),
+            _seed(512, 32, depth=8, seq=256),
+        ),
+        Budget(
+            warmup_rounds=2,
+            target_time_s=0.2,
+            min_rounds=5,
+            max_rounds=100,
+            ratio_pairs=11,
+            phase_reps=5,
+        ),
+        devices=("cuda",),
     ),
     "full": Profile(
         "full",
@@ -326,10 +390,14 @@ def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> Sweep:
             if pattern == "none":
                 continue
             try:
-                blocks = pattern_blocks(pattern, depth, f.blocks or grid.blocks)
+                explicit = f.blocks or resolve_positions(grid.blocks, depth)
+                blocks = pattern_blocks(pattern, depth, explicit)
             except CaseError as e:
                 if pattern == "explicit":
-                    raise  # the user's own indices: a usage error, not a skip
+                    # The user's own indices: a usage error, not a skip. Name the depth's
+                    # source too, since the two options may be far apart on the command line.
+                    source = "--bench-depth" if f.depths else f"profile {profile.name!r}"
+                    raise CaseError(f"{e}; the depth {depth} comes from {source}") from None
                 left, _, right = base.id.partition("-none-none-")
                 skips.append(Skip(f"{left}-{pattern}-{right}", str(e)))
                 continue
@@ -361,13 +429,65 @@ def generate(profile: Profile, filters: Filters) -> Sweep:
     return Sweep(list(cases), list(skips), folded)
 
 
-def shard(items: Sequence[Case], index: int, count: int) -> list[Case]:
-    """Every ``count``-th case starting at ``index`` (0-based), keeping a case with its baseline.
+@dataclass(frozen=True)
+class ShardPlan:
+    """Cases dealt to ``count`` shards by estimated seconds: ``assignment[case]`` is its shard,
+    ``loads[i]`` shard i's estimated seconds, ``split`` the baselines whose groups were split."""
 
-    Cases are assigned by their baseline's id, so a shard holds whole groups.
+    assignment: dict[Case, int]
+    loads: tuple[float, ...]
+    split: tuple[Case, ...]
+
+    @property
+    def imbalance(self) -> float:
+        """Longest shard over the mean shard, minus 1 (0.0 is a perfect split)."""
+        mean = sum(self.loads) / len(self.loads)
+        return max(self.loads) / mean - 1 if mean > 0 else 0.0
+
+
+def plan_shards(
+    items: Sequence[Case], count: int, seconds: Mapping[Case, float] | None = None
+) -> ShardPlan:
+    """Deal ``items`` to ``count`` shards so that their estimated seconds are about equal.
+
+    A baseline group (the baseline and its cases) stays whole, so that each shard's report has
+    its baselines, unless the group alone is longer than a shard's share: then its cases are
+    dealt one by one (each case still times its pairs against its own baseline twin; the merged
+    report of all shards finds the baseline's row in whichever file holds it). Units go longest
+    first to the least loaded shard. Without ``seconds`` every case counts 1. Deterministic:
+    every shard computes the same plan from the same cases.
     """
+    if count < 1:
+        raise CaseError(f"shard count {count} must be >= 1")
+    cost = {c: (seconds[c] if seconds is not None else 1.0) for c in items}
+    groups: dict[Case, list[Case]] = {}
+    for c in items:
+        groups.setdefault(c.baseline(), []).append(c)
+    share = sum(cost.values()) / count
+    units: list[list[Case]] = []
+    split: list[Case] = []
+    for base, members in groups.items():
+        if count > 1 and len(members) > 1 and sum(cost[c] for c in members) > share:
+            units += [[c] for c in members]
+            split.append(base)
+        else:
+            units.append(members)
+    loads = [0.0] * count
+    assignment: dict[Case, int] = {}
+    for k in sorted(range(len(units)), key=lambda k: -sum(cost[c] for c in units[k])):
+        target = min(range(count), key=lambda i: (loads[i], i))
+        for c in units[k]:
+            assignment[c] = target
+            loads[target] += cost[c]
+    return ShardPlan(assignment, tuple(loads), tuple(split))
+
+
+def shard(
+    items: Sequence[Case], index: int, count: int, seconds: Mapping[Case, float] | None = None
+) -> list[Case]:
+    """The cases of shard ``index`` of ``count`` (0-based), in sweep order, dealt by estimated
+    seconds (see :func:`plan_shards`)."""
     if count < 1 or not 0 <= index < count:
         raise CaseError(f"shard {index}/{count}: need 0 <= index < count")
-    groups = list(dict.fromkeys(c.baseline() for c in items))
-    mine = {g for i, g in enumerate(groups) if i % count == index}
-    return [c for c in items if c.baseline() in mine]
+    plan = plan_shards(items, count, seconds)
+    return [c for c in items if plan.assignment[c] == index]
