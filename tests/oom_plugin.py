@@ -3,20 +3,20 @@ OutOfMemoryError for depth 5, as a GPU that is too small would."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from bench_lib.measuring import models
+from bench_lib.measuring.families import FAMILIES
+from bench_lib.measuring.families.stacks import Mlp, Stack
+from bench_lib.measuring.spec import Case
 
 OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-_real_mlp = models.BUILDERS["mlp"]
 
 
-def _mlp_or_oom(case: Any) -> models.BlockModel:
-    if case.depth == 5:
-        raise OOM("CUDA out of memory. Tried to allocate 20.00 GiB (injected by oom_plugin)")
-    return _real_mlp(case)
+class _MlpOrOom(Mlp):
+    def model(self, case: Case) -> Stack:
+        if case.depth == 5:
+            raise OOM("CUDA out of memory. Tried to allocate 20.00 GiB (injected by oom_plugin)")
+        return super().model(case)
 
 
-models.BUILDERS["mlp"] = _mlp_or_oom
+FAMILIES["mlp"] = _MlpOrOom()

@@ -22,6 +22,7 @@ kept alive by a reference cycle through its nodes, for instance).
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -256,27 +257,37 @@ class ByteCounts:
 
 def measure_bytes_by_category(w: Workload) -> ByteCounts:
     """Bytes of parameters, of gradients after backward, of optimizer state after a step, and of
-    the tensors autograd saves for backward in the forward pass (parameters and buffers
-    excluded, each storage counted once). Runs one instrumented step."""
+    the tensors autograd saved for backward in the forward pass and still holds when backward
+    starts (parameters and buffers excluded, each storage counted once). Runs one instrumented
+    step.
+
+    Only saved tensors still alive at the end of the forward pass count: under a graph cut the
+    part of the graph before the cut is freed as soon as nothing refers to it, so what it saved
+    never reaches backward (and its freed storages' addresses may be reused by later saves,
+    which made a count by address alone vary from run to run).
+    """
     model_state = {
         k[0] for t in [*w.model.parameters(), *w.model.buffers()] if (k := _storage_key(t))
     }
-    saved: dict[int, int] = {}
+    packed: list[weakref.ref[Tensor]] = []
 
     def pack(t: Tensor) -> Tensor:
-        key = _storage_key(t)
-        if key is not None and key[0] not in model_state:
-            saved[key[0]] = max(saved.get(key[0], 0), key[1])
         # Not ``t`` itself: a node that saves its own output (ReLU does) would then hold a strong
         # reference to a tensor whose grad_fn is that node, a cycle through autograd's C++
         # nodes that gc cannot see. Where backward never reaches a node (a graph cut), the
         # cycle would keep that part of the graph alive for good. A detached alias shares the
-        # storage and has no grad_fn.
-        return t.detach()
+        # storage and has no grad_fn; it lives exactly as long as the node that saved it.
+        alias = t.detach()
+        packed.append(weakref.ref(alias))
+        return alias
 
     w.mechanism.zero_grad(w)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = w.forward_loss()
+    alive = [t for ref in packed if (t := ref()) is not None]
+    saved = {k: n for k, n in _storages(alive).items() if k not in model_state}
+    del alive
+    packed.clear()
     w.backward(loss)
     grads = [p.grad for p in w.model.parameters() if p.grad is not None]
     grad_bytes = storage_bytes(grads)

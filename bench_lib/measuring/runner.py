@@ -25,7 +25,7 @@ from ..record import FIELDS, make_record
 from . import cost, devices, memory, phases, stats, verify
 from .budget import Budget
 from .devices import DeviceUnavailable
-from .models import family_size
+from .families import family_size
 from .spec import Case
 from .training import Workload, build_workload
 

@@ -7,15 +7,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from . import devices
-from .freezing import (
-    Mechanism,
-    frozen_parameters,
-    get_mechanism,
-    set_frozen_mode,
-    trainable_parameters,
-)
-from .models import BlockModel, build_model
+from . import devices, families
+from .families.base import Built, Inputs, call_model, inputs_to
+from .mechanisms import FreezePlan, Mechanism, get_mechanism
+from .mechanisms.base import Uninstall
 from .spec import Case
 
 __all__ = ["Workload", "build_optimizer", "build_workload"]
@@ -42,32 +37,48 @@ def build_optimizer(name: str, params: list[nn.Parameter]) -> torch.optim.Optimi
 
 @dataclass
 class Workload:
-    """A model, its freeze plan, optimizer and batch: everything one training step needs."""
+    """A model, its freeze plan, optimizer and batch: everything one training step needs.
+
+    ``uninstall`` removes the mechanism's wrappers from the model (a workload that ends with its
+    model needs no call to it).
+    """
 
     case: Case
-    model: BlockModel
+    built: Built
+    plan: FreezePlan
     mechanism: Mechanism
-    frozen: frozenset[int]
     trainable: list[nn.Parameter]
     optimizer: torch.optim.Optimizer
-    inputs: Tensor
+    inputs: Inputs
     targets: Tensor
     device: torch.device
+    uninstall: Uninstall
     steps: int = field(default=0)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.built.model
+
+    @property
+    def frozen(self) -> frozenset[int]:
+        return self.plan.frozen
 
     @property
     def frozen_params(self) -> list[nn.Parameter]:
         """Parameters of the frozen blocks (whatever the mechanism does with them)."""
-        return frozen_parameters(self.model, self.frozen)
+        return self.plan.frozen_params()
 
     @property
     def trainable_intended(self) -> list[nn.Parameter]:
-        """Parameters meant to train: unfrozen blocks and the head (whatever the optimizer got)."""
-        return trainable_parameters(self.model, self.frozen)
+        """Parameters meant to train: all but the frozen blocks' (whatever the optimizer got)."""
+        return self.plan.trainable_params()
+
+    def make_batch(self, seed: int) -> tuple[Inputs, Tensor]:
+        """The family's batch drawn with ``seed``, on the device (float inputs in the dtype)."""
+        return _batch(self.built, seed, self.device)
 
     def forward_loss(self) -> Tensor:
-        out = self.mechanism.forward(self.model, self.inputs, self.frozen)
-        return self.model.loss(out, self.targets)
+        return self.built.loss(call_model(self.model, self.inputs), self.targets)
 
     def backward(self, loss: Tensor) -> None:
         self.mechanism.backward(loss, self.trainable)
@@ -85,23 +96,25 @@ class Workload:
         devices.synchronize(self.device)
 
 
+def _batch(built: Built, seed: int, device: torch.device) -> tuple[Inputs, Tensor]:
+    inputs, targets = built.make_batch(torch.Generator().manual_seed(seed))
+    return inputs_to(inputs, device, getattr(torch, built.case.dtype)), targets.to(device)
+
+
 def build_workload(case: Case, *, batch_seed: int | None = None) -> Workload:
-    """Build ``case``'s model, apply its mechanism and frozen mode, make optimizer and batch.
+    """Build ``case``'s model, apply its mechanism and frozen mode, make optimizer and batch
+    (drawn with ``batch_seed``, by default ``case.seed + 1``).
 
     Raises :class:`~bench_lib.devices.DeviceUnavailable` when the device is absent.
     """
     device = devices.resolve(case.device)
     devices.pin_threads(case.threads)
-    model = build_model(case)
-    frozen = frozenset(case.frozen_blocks)
+    built = families.build(case)
+    plan = FreezePlan(built.model, built.blocks, frozenset(case.frozen_blocks))
     mechanism = get_mechanism(case.mechanism)
-    trainable = mechanism.prepare(model, frozen)
-    set_frozen_mode(model, frozen, case.frozen_mode)
+    trainable = mechanism.prepare(plan)
+    uninstall = mechanism.install(plan)
+    plan.set_mode(case.frozen_mode)
     optimizer = build_optimizer(case.optimizer, trainable)
-    x, y = model.make_batch(
-        case.batch_size,
-        seed=case.seed + 1 if batch_seed is None else batch_seed,
-        device=device,
-        dtype=getattr(torch, case.dtype),
-    )
-    return Workload(case, model, mechanism, frozen, trainable, optimizer, x, y, device)
+    x, y = _batch(built, case.seed + 1 if batch_seed is None else batch_seed, device)
+    return Workload(case, built, plan, mechanism, trainable, optimizer, x, y, device, uninstall)

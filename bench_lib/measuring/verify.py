@@ -1,8 +1,9 @@
 """Validity verdicts: is a mechanism correct for its pattern?
 
 A short deterministic check, outside any timed loop: a fresh workload of the case runs a few
-optimizer steps on different seeded batches. Before each step a *reference* (the same model,
-loaded with the case's current parameters and buffers, nothing frozen, same train/eval modes)
+optimizer steps on different seeded batches. Before each step a *reference* (the same family
+built for the baseline case, without wrappers, loaded with the case's current parameters and
+buffers, nothing frozen, same train/eval modes, called through the model's own forward)
 computes the gradients that the parameters meant to train should receive. Then the case's own
 step runs and is compared with it:
 
@@ -29,9 +30,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from . import families
 from .devices import DeviceUnavailable
-from .freezing import iter_frozen_buffers, set_frozen_mode
-from .models import BlockModel, build_model
+from .families.base import Built, Inputs, call_model
+from .mechanisms import FreezePlan
 from .spec import Case
 from .training import Workload, build_workload
 
@@ -60,9 +62,16 @@ class Verdict:
         return self.verdict == "ok"
 
 
-def _blocks_of(model: BlockModel, params: Sequence[nn.Parameter]) -> list[int]:
-    where = {id(p): i for i, b in enumerate(model.blocks) for p in b.parameters()}
-    return sorted({where[id(p)] for p in params if id(p) in where})
+def _where(plan: FreezePlan, params: Sequence[nn.Parameter]) -> str:
+    """Which blocks (by index in the family's block list) ``params`` belong to."""
+    index = plan.block_index()
+    blocks = sorted({index[id(p)] for p in params if id(p) in index})
+    parts = (
+        [f"block{'s' if len(blocks) > 1 else ''} {', '.join(map(str, blocks))}"] if blocks else []
+    )
+    if any(id(p) not in index for p in params):
+        parts.append("outside the blocks (head)")
+    return " and ".join(parts)
 
 
 def _rel_err(g: Tensor, ref: Tensor) -> float:
@@ -71,13 +80,13 @@ def _rel_err(g: Tensor, ref: Tensor) -> float:
     return diff / norm if norm > 0 else diff
 
 
-def _reference_grads(ref: BlockModel, w: Workload, x: Tensor, y: Tensor) -> list[Tensor | None]:
-    ref.load_state_dict(w.model.state_dict())
-    ref.zero_grad(set_to_none=True)
-    ref.loss(ref(x), y).backward()
-    grads = {id(p): p.grad for p in ref.parameters()}
+def _reference_grads(ref: Built, w: Workload, x: Inputs, y: Tensor) -> list[Tensor | None]:
+    ref.model.load_state_dict(w.model.state_dict())
+    ref.model.zero_grad(set_to_none=True)
+    ref.loss(call_model(ref.model, x), y).backward()
+    grads = {id(p): p.grad for p in ref.model.parameters()}
     # Map by position: the reference has the same parameter order as the case's model.
-    ids = [id(p) for p in ref.parameters()]
+    ids = [id(p) for p in ref.model.parameters()]
     pos = {id(p): k for k, p in enumerate(w.model.parameters())}
     return [grads[ids[pos[id(p)]]] for p in w.trainable_intended]
 
@@ -111,19 +120,16 @@ def _check(case: Case, steps: int) -> Verdict:
     w = build_workload(case)
     for _ in range(w.mechanism.warm_steps):
         w.step()
-    ref = build_model(case.baseline())
-    set_frozen_mode(ref, w.frozen, case.frozen_mode)
+    ref = families.build(case.baseline())
+    FreezePlan(ref.model, ref.blocks, w.frozen).set_mode(case.frozen_mode)
     intended = w.trainable_intended
     frozen_ids = {id(p) for p in w.frozen_params}
     frozen_named = {n: p for n, p in w.model.named_parameters() if id(p) in frozen_ids}
-    frozen_bufs = dict(iter_frozen_buffers(w.model, w.frozen))
+    frozen_bufs = dict(w.plan.frozen_buffers())
     tol = GRAD_RTOL[case.dtype]
     f = _Findings()
-    dtype = getattr(torch, case.dtype)
     for k in range(steps):
-        x, y = w.model.make_batch(
-            case.batch_size, seed=_BATCH_SEED + k, device=w.device, dtype=dtype
-        )
+        x, y = w.make_batch(_BATCH_SEED + k)
         w.inputs, w.targets = x, y
         expected = _reference_grads(ref, w, x, y)
         before_p = {n: p.detach().clone() for n, p in frozen_named.items()}
@@ -159,12 +165,7 @@ def _verdict(w: Workload, f: _Findings, tol: float, steps: int) -> Verdict:
     parts: list[tuple[str, str]] = []
     if f.cut:
         cut = [intended[j] for j in sorted(f.cut)]
-        blocks = _blocks_of(w.model, cut)
-        where = (
-            f"block{'s' if len(blocks) > 1 else ''} {', '.join(map(str, blocks))}"
-            if blocks
-            else "the head"
-        )
+        where = _where(w.plan, cut)
         n_el = sum(p.numel() for p in cut)
         parts.append(
             (

@@ -1,0 +1,62 @@
+"""Model families, in a registry keyed by name (the names of :data:`bench_lib.vocab.MODELS`).
+
+Every module of this package is imported and each :class:`~.base.Family` object it defines
+is registered: a family joins by adding a module. :func:`build` turns a case into its model
+and blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..registry import discover
+from ..spec import Case, CaseError
+from .base import Built, Family
+
+__all__ = ["FAMILIES", "build", "family_size", "get_family"]
+
+FAMILIES: dict[str, Family] = discover(__name__, Family)
+
+
+def get_family(name: str) -> Family:
+    """The family registered as ``name``; :class:`CaseError` naming the choices otherwise."""
+    if name not in FAMILIES:
+        raise CaseError(f"model={name!r} is not one of: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def family_size(case: Case, key: str) -> int | None:
+    """``case``'s value of a family size (``seq_len``, ``image_size``), or ``None`` if its
+    family has no such size."""
+    family = get_family(case.model)
+    return family.size(case, key) if key in family.sizes else None
+
+
+def build(case: Case) -> Built:
+    """Build ``case``'s model (seeded with ``case.seed``) on its device and dtype, in train mode,
+    with its blocks.
+
+    Raises ``ValueError`` when the family's blocks are not :meth:`~.base.Family.num_blocks`
+    distinct submodules of the model.
+    """
+    family = get_family(case.model)
+    torch.manual_seed(case.seed)
+    model = family.model(case)
+    model.to(device=torch.device(case.device), dtype=getattr(torch, case.dtype)).train()
+    blocks = tuple(
+        (names,) if isinstance(names, str) else tuple(names) for names in family.blocks(case, model)
+    )
+    seen: set[str] = set()
+    for block in blocks:
+        if not block:
+            raise ValueError(f"model {family.name!r} has an empty block: {blocks}")
+        for name in block:
+            model.get_submodule(name)  # AttributeError naming the missing submodule
+            if name in seen:
+                raise ValueError(f"model {family.name!r} names submodule {name!r} in two blocks")
+            seen.add(name)
+    if len(blocks) != family.num_blocks(case):
+        raise ValueError(
+            f"model {family.name!r} gave {len(blocks)} blocks for {family.num_blocks(case)}"
+        )
+    return Built(family, case, model, blocks)
