@@ -1,4 +1,5 @@
-"""compare.py: the Mann-Whitney U test against hand-computed values, and run alignment."""
+"""compare.py and compare_report.py: the Mann-Whitney U test against hand-computed values, run
+alignment, and the comparison report's numbers."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from report_parsing import section as _section
+from report_parsing import tables as _tables
 
 from bench_lib.analysis.compare import IdentityError, auto_ignored_axes, compare, mann_whitney_u
+from bench_lib.analysis.compare_report import build_comparison
 from bench_lib.analysis.results import load_run, tidy
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -24,6 +28,8 @@ def test_mann_whitney_separated_samples() -> None:
     # x = 1, 2, 3 takes ranks 1, 2, 3: R1 = 6, U1 = 6 - 3*4/2 = 0, U2 = 9.
     # mean = 9/2 = 4.5; var = 9/12 * 7 = 5.25 (no ties); z = (9 - 4.5 - 0.5) / sqrt(5.25)
     # = 4 / 2.2913 = 1.74574; p = 2 * (1 - Phi(1.74574)) = 2 * 0.040428 = 0.080856.
+    # (scipy's exact distribution, its default for small samples without ties, gives 0.1: the
+    # normal approximation is asked for explicitly.)
     r = mann_whitney_u([1, 2, 3], [4, 5, 6])
     assert r.u == 0
     assert r.z == pytest.approx(1.745743, abs=1e-6)
@@ -56,8 +62,19 @@ def test_mann_whitney_is_symmetric_and_bounded() -> None:
     a, b = mann_whitney_u(x, y), mann_whitney_u(y, x)
     assert a.p == pytest.approx(b.p)
     assert a.u + b.u == len(x) * len(y)
-    assert mann_whitney_u([2.0] * 5, [2.0] * 7).p == 1.0  # all equal: nothing to reject
+    same = mann_whitney_u([2.0] * 5, [2.0] * 7)
+    assert same.p == 1.0 and same.z == 0.0  # all equal: nothing to reject
     assert 0 <= mann_whitney_u([1, 2, 3], [1, 2, 3]).p <= 1
+
+
+def test_mann_whitney_u_is_the_first_samples_statistic_with_ties_in_both() -> None:
+    # Pooled sorted: 1, 1, 2, 3, 3, 3, 4 -> ranks 1.5, 1.5, 3, 5, 5, 5, 7.
+    # x = 1, 3, 3: R1 = 1.5 + 5 + 5 = 11.5, U1 = 11.5 - 6 = 5.5; U2 = 12 - 5.5 = 6.5.
+    # Ties: t = 2 and t = 3: (8 - 2) + (27 - 3) = 30; var = 12/12 * (8 - 30 / 42) = 7.285714
+    # z = (6.5 - 6 - 0.5) / 2.699206 = 0; p = 1.
+    r = mann_whitney_u([1, 3, 3], [1, 2, 3, 4])
+    assert r.u == 5.5
+    assert r.p == pytest.approx(1.0) and r.z == pytest.approx(0.0, abs=1e-9)
 
 
 def test_mann_whitney_refuses_empty_samples() -> None:
@@ -80,6 +97,9 @@ def test_before_after() -> None:
     assert slower["change"] == "slower"
     assert slower["median_ratio"] == pytest.approx(1.30)
     assert slower["p_value"] < 0.01
+    # 11 rounds each, completely separated (0.60 ms +-10% against 0.78 ms +-10%): U = 121 and
+    # p = 8.15e-5, as in test_mann_whitney_eleven_rounds_each.
+    assert slower["p_value"] == pytest.approx(8.15e-5, rel=1e-2)
     faster = table.loc["mlp-d4-w64-b16-middle-requires_grad-adamw-cpu-float32"]
     assert faster["change"] == "faster" and faster["median_ratio"] == pytest.approx(0.70)
     same = table.loc["mlp-d4-w64-b16-none-none-adamw-cpu-float32"]
@@ -169,3 +189,50 @@ def test_time_ratio_change_is_judged_by_the_intervals_and_baselines_show_drift()
     assert counts["time ratio lower"] == 1 and counts["time ratio higher"] == 0
     assert counts["time ratio same"] + counts["time ratio no interval"] == len(table) - 1
     assert hi >= lo
+
+
+# ---------------------------------------------------------------------------- the report
+
+
+def test_comparison_report_numbers() -> None:
+    base, new = (load_run(str(FIXTURES / n)) for n in ("cpu_run.json", "cpu_after.json"))
+    fb, fn = tidy([base]), tidy([new])
+    md = build_comparison(base, new, fb, fn, compare(fb, fn)).markdown
+    summary = _section(md, "## Summary")
+    assert (
+        "Of 24 cases in both runs: 1 faster, 1 slower, 21 unchanged, 1 not tested, "
+        "1 newly invalid. 1 only in the base run, 1 only in the new run." in summary
+    )
+    assert "Mann-Whitney U test" in md and "alpha = 0.01" in md
+    significant = _tables(_section(md, "## Significant time changes"))[0]
+    assert [(r["case"], r["new/base"], r["change"]) for r in significant] == [
+        ("`mlp-d4-w64-b16-prefix-no_grad-adamw-cpu-float32`", "1.30×", "slower"),
+        ("`mlp-d4-w64-b16-middle-requires_grad-adamw-cpu-float32`", "0.70×", "faster"),
+    ]
+    verdicts = _tables(_section(md, "## Verdict changes"))[0]
+    assert verdicts == [
+        {
+            "case": "`mlp-d4-w64-b16-prefix-optimizer_only-adamw-cpu-float32`",
+            "change": "newly invalid",
+            "base verdict": "✓ ok",
+            "new verdict": "✗ grad_mismatch",
+        }
+    ]
+    every = {r["case"]: r for r in _tables(_section(md, "## Every case in both runs"))[0]}
+    row = every["`mlp-d4-w64-b16-prefix-no_grad-adamw-cpu-float32`"]
+    assert (row["base median"], row["new median"]) == ("600 µs", "780 µs")
+    assert "`mlp-d4-w64-b16-blocks0.2-requires_grad-adamw-cpu-float32`" in _section(
+        md, "## Only in the base run"
+    )
+    assert "`mlp-d4-w64-b16-suffix-requires_grad-adamw-cpu-float32`" in _section(
+        md, "## Only in the new run"
+    )
+
+
+def test_comparison_across_devices_says_how_it_matched() -> None:
+    base, new = (load_run(str(FIXTURES / n)) for n in ("cpu_run.json", "cuda_run.json"))
+    fb, fn = tidy([base]), tidy([new])
+    md = build_comparison(base, new, fb, fn, compare(fb, fn)).markdown
+    assert "Of 25 cases in both runs: 24 faster" in md
+    assert "without `device`, left out automatically" in md and "`device`: cpu → cuda" in md
+    assert "a median of 0.10×" in md

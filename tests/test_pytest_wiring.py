@@ -138,7 +138,10 @@ def test_cuda_cases_skip_with_the_reason_when_cuda_is_absent(tmp_path: Path) -> 
             ["--bench-mechanism", "freeze"],
             "--bench-mechanism='freeze' is not one of: none, no_grad",
         ),
-        (["--bench-profile", "huge"], "--bench-profile='huge' is not one of: quick, default, gpu, full"),
+        (
+            ["--bench-profile", "huge"],
+            "--bench-profile='huge' is not one of: quick, default, gpu, full",
+        ),
         (["--bench-depth", "0"], "--bench-depth='0': 0 must be >= 1"),
         (["--bench-depth", "4,x"], "--bench-depth='4,x': 'x' is not an integer"),
         (["--bench-model", ""], "--bench-model='' is empty"),

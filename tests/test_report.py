@@ -7,17 +7,20 @@ tests/fixtures/make_fixtures.py.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
 from typing import Any
 
+import matplotlib.image as mpimg
 import pytest
 from matplotlib.figure import Figure
+from report_parsing import section as _section
+from report_parsing import tables as _tables
 
 from bench_lib.analysis import plots
-from bench_lib.analysis.compare import compare
-from bench_lib.analysis.report import build_comparison, build_report
+from bench_lib.analysis.report import build_report
 from bench_lib.analysis.results import load_run, tidy
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -36,34 +39,6 @@ def _truth(name: str) -> dict[str, dict[str, Any]]:
     for b in doc["freeze_bench"].get("failed", []):
         out[b["extra_info"]["case_id"]] = {**b["extra_info"], "median_s": None}
     return out
-
-
-def _section(md: str, heading: str) -> str:
-    """From the line ``heading`` to the next heading of the same or a higher level."""
-    lines = md.splitlines()
-    start = lines.index(heading)
-    level = len(heading) - len(heading.lstrip("#"))
-    end = len(lines)
-    for i in range(start + 1, len(lines)):
-        m = re.match(r"^(#+) ", lines[i])
-        if m and len(m.group(1)) <= level:
-            end = i
-            break
-    return "\n".join(lines[start:end])
-
-
-def _tables(text: str) -> list[list[dict[str, str]]]:
-    tables: list[list[dict[str, str]]] = []
-    block: list[str] = []
-    for line in [*text.splitlines(), ""]:
-        if line.startswith("|"):
-            block.append(line)
-            continue
-        if block:
-            cells = [[c.strip() for c in row.strip("|").split(" | ")] for row in block]
-            tables.append([dict(zip(cells[0], row, strict=True)) for row in cells[2:]])
-            block = []
-    return tables
 
 
 def _quantity(text: str) -> float:
@@ -370,48 +345,15 @@ def test_figures_are_linked_labelled_and_render() -> None:
     assert png.startswith(b"\x89PNG")
 
 
-# ---------------------------------------------------------------------------- comparison
-
-
-def test_comparison_report_numbers() -> None:
-    base, new = (load_run(str(FIXTURES / n)) for n in ("cpu_run.json", "cpu_after.json"))
-    fb, fn = tidy([base]), tidy([new])
-    md = build_comparison(base, new, fb, fn, compare(fb, fn)).markdown
-    summary = _section(md, "## Summary")
-    assert (
-        "Of 24 cases in both runs: 1 faster, 1 slower, 21 unchanged, 1 not tested, "
-        "1 newly invalid. 1 only in the base run, 1 only in the new run." in summary
+def test_time_vs_flops_keeps_its_y_label_inside_the_figure() -> None:
+    """The y label used to be drawn partly outside the image, under the tick labels: the
+    first render of a fixed-aspect axes under constrained layout. Nothing dark may touch the
+    left edge of the PNG."""
+    run = load_run(str(FIXTURES / "cpu_run.json"))
+    fig = plots.ratio_vs_flops(
+        tidy([run]), "Measured time ratio against FLOP ratio (both to the baseline)"
     )
-    assert "Mann-Whitney U test" in md and "alpha = 0.01" in md
-    significant = _tables(_section(md, "## Significant time changes"))[0]
-    assert [(r["case"], r["new/base"], r["change"]) for r in significant] == [
-        ("`mlp-d4-w64-b16-prefix-no_grad-adamw-cpu-float32`", "1.30×", "slower"),
-        ("`mlp-d4-w64-b16-middle-requires_grad-adamw-cpu-float32`", "0.70×", "faster"),
-    ]
-    verdicts = _tables(_section(md, "## Verdict changes"))[0]
-    assert verdicts == [
-        {
-            "case": "`mlp-d4-w64-b16-prefix-optimizer_only-adamw-cpu-float32`",
-            "change": "newly invalid",
-            "base verdict": "✓ ok",
-            "new verdict": "✗ grad_mismatch",
-        }
-    ]
-    every = {r["case"]: r for r in _tables(_section(md, "## Every case in both runs"))[0]}
-    row = every["`mlp-d4-w64-b16-prefix-no_grad-adamw-cpu-float32`"]
-    assert (row["base median"], row["new median"]) == ("600 µs", "780 µs")
-    assert "`mlp-d4-w64-b16-blocks0.2-requires_grad-adamw-cpu-float32`" in _section(
-        md, "## Only in the base run"
-    )
-    assert "`mlp-d4-w64-b16-suffix-requires_grad-adamw-cpu-float32`" in _section(
-        md, "## Only in the new run"
-    )
-
-
-def test_comparison_across_devices_says_how_it_matched() -> None:
-    base, new = (load_run(str(FIXTURES / n)) for n in ("cpu_run.json", "cuda_run.json"))
-    fb, fn = tidy([base]), tidy([new])
-    md = build_comparison(base, new, fb, fn, compare(fb, fn)).markdown
-    assert "Of 25 cases in both runs: 24 faster" in md
-    assert "without `device`, left out automatically" in md and "`device`: cpu → cuda" in md
-    assert "a median of 0.10×" in md
+    pixels = mpimg.imread(io.BytesIO(plots.png_bytes(fig)))[..., :3]
+    dark = pixels.min(axis=2) < 0.5
+    assert not dark[:, :3].any()
+    assert dark[:, 3:40].any()  # the label and the tick labels are there, just inside

@@ -16,6 +16,7 @@ import pytest
 
 from bench_lib.analysis.results import (
     BYTE_UNITS,
+    KNOWN_SCHEMA_VERSIONS,
     OPTIONAL_FIELDS,
     SECOND_UNITS,
     InputError,
@@ -104,6 +105,38 @@ def test_older_file_without_new_fields() -> None:
     assert frame["valid"].isna().all() and frame["flops_ratio"].isna().all()
     assert set(frame["validity"]) == {"unknown"}
     assert frame["peak_ratio"].notna().any()
+
+
+def test_schema_1_and_2_files_load_together(tmp_path: Path) -> None:
+    """Schema 2 added foreign_bytes, workspace_bytes and pass_seconds; a schema 1 record lacks
+    them and gets null columns, a schema 2 record keeps its values."""
+    assert {1, 2} <= KNOWN_SCHEMA_VERSIONS
+    assert {"foreign_bytes", "workspace_bytes", "pass_seconds"} <= set(OPTIONAL_FIELDS)
+    doc = json.loads(CPU.read_text(encoding="utf-8"))
+    for i, b in enumerate(doc["benchmarks"]):
+        if i % 2:
+            b["extra_info"].update(
+                schema_version=2,
+                foreign_bytes=i,
+                workspace_bytes=0,
+                pass_seconds={"timed": 0.5, "memory": 0.25},
+            )
+        else:
+            b["extra_info"]["schema_version"] = 1
+            b["extra_info"].pop("foreign_bytes", None)
+            b["extra_info"].pop("workspace_bytes", None)
+            b["extra_info"].pop("pass_seconds", None)
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    frame = tidy([load_run(str(path))])
+    measured = frame[frame["status"] == "ok"].reset_index(drop=True)
+    assert measured["foreign_bytes"].iloc[0::2].isna().all()
+    assert list(measured["foreign_bytes"].iloc[1::2]) == list(range(1, len(measured), 2))
+    assert measured["workspace_bytes"].iloc[1::2].eq(0).all()
+    assert measured["pass_seconds"].iloc[0::2].isna().all()
+    # A mapping column goes into the CSV as JSON, like the list columns.
+    csv = pd.read_csv(io.StringIO(table_csv(frame)))
+    assert json.loads(csv["pass_seconds"].iloc[1]) == {"timed": 0.5, "memory": 0.25}
 
 
 def test_pattern_labels() -> None:
@@ -241,6 +274,8 @@ def test_analysing_side_never_imports_torch() -> None:
         "import bench_lib.analysis.cli, bench_lib.analysis.report, bench_lib.analysis.compare\n"
         "import bench_lib.analysis.results\n"
         "import bench_lib.analysis.plots\n"
+        "from bench_lib.analysis.findings import findings\n"
+        "findings()  # imports every finding module\n"
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"

@@ -20,7 +20,7 @@ from typing import TextIO
 from matplotlib.figure import Figure
 
 from . import compare as comparing
-from . import plots, report, results
+from . import compare_report, plots, report, results
 
 __all__ = ["EXIT_INPUT", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -96,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EXIT_CODES,
         help="write DIR/report.md, its figures and DIR/results.csv from one or more runs",
         description=(
-            "Write DIR/report.md (the run's header, answers to the four questions and the seed "
-            "scenario built from its numbers, tables per model family), the PNG figures it "
+            "Write DIR/report.md (at a glance: every finding's headline and the cheapest valid "
+            "mechanism per model family and pattern; the run's header; each finding in detail, "
+            "built from the run's numbers; tables per model family), the PNG figures it "
             "links, and DIR/results.csv (the tidy table: one row per case per file, bytes and "
             "seconds unscaled). Several files (shards, or runs to see together) make one table."
         ),
@@ -238,7 +239,7 @@ def _compare(args: argparse.Namespace, stdout: TextIO) -> None:
         )
     except comparing.IdentityError as e:
         raise _UsageError(f"--ignore: {e}") from None
-    rendered = report.build_comparison(base, new, base_frame, new_frame, comp)
+    rendered = compare_report.build_comparison(base, new, base_frame, new_frame, comp)
     _write(args.output, {"compare.md": rendered.markdown}, rendered.figures, inputs, stdout)
 
 

@@ -11,13 +11,14 @@ each run and a different value between them; pass ``ignore`` to choose them your
 tuple matches on every axis, i.e. on ``case_id``).
 
 *Significance.* The timed rounds of the two runs (pytest-benchmark's ``stats.data``) are
-compared with a two-sided Mann-Whitney U test (normal approximation with tie and continuity
-correction, :func:`mann_whitney_u`) at level ``alpha`` (0.01 by default). A case is *faster* or
-*slower* only when the test rejects equal distributions **and** the ratio of medians new/base
-differs from 1 by at least ``min_change`` (5% by default); the direction is that of the ratio.
-The second condition matters: timed rounds drift together on a shared machine, so they are not
-independent samples, and two runs of the same code then differ "significantly" in most cases
-by a few percent. The threshold keeps such drift out of the verdicts.
+compared with a two-sided Mann-Whitney U test (scipy's, normal approximation with tie and
+continuity correction, :func:`mann_whitney_u`) at level ``alpha`` (0.01 by default). A case is
+*faster* or *slower* only when the test rejects equal distributions **and** the ratio of
+medians new/base differs from 1 by at least ``min_change`` (5% by default); the direction is
+that of the ratio. The second condition matters: timed rounds drift together on a shared
+machine, so they are not independent samples, and two runs of the same code then differ
+"significantly" in most cases by a few percent. The threshold keeps such drift out of the
+verdicts.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .results import IDENTITY_AXES, is_missing
 
@@ -76,47 +78,31 @@ class MannWhitney:
     p: float
 
 
-def _average_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """1-based ranks with ties given their average rank, and the size of every tie group."""
-    order = np.argsort(values, kind="mergesort")
-    ordered = values[order]
-    # Start of each run of equal values in the sorted order.
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    sizes = np.diff(np.r_[starts, len(values)])
-    avg = starts + (sizes + 1) / 2.0
-    ranks = np.empty(len(values), dtype=float)
-    ranks[order] = np.repeat(avg, sizes)
-    return ranks, sizes
-
-
 def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> MannWhitney:
-    """Two-sided Mann-Whitney U test of ``x`` against ``y`` (normal approximation).
+    """Two-sided Mann-Whitney U test of ``x`` against ``y``: :func:`scipy.stats.mannwhitneyu`
+    with the normal approximation, tie correction and continuity correction.
 
-    ``U1 = R1 - n1 (n1 + 1) / 2`` with ``R1`` the sum of ``x``'s ranks in the pooled sample
-    (ties get their average rank). Under H0, ``U`` has mean ``n1 n2 / 2`` and variance
-    ``n1 n2 / 12 * ((n + 1) - sum(t^3 - t) / (n (n - 1)))``, ``t`` the tie group sizes. With
-    ``U = max(U1, n1 n2 - U1)``, ``z = (U - mean - 1/2) / sd`` (continuity correction) and
-    ``p = 2 (1 - Phi(z))``, clipped to [0, 1]. When every value is equal, ``z = 0`` and ``p = 1``.
+    ``u`` is ``U1 = R1 - n1 (n1 + 1) / 2`` (``R1`` the sum of ``x``'s ranks in the pooled sample,
+    ties given their average rank). ``z`` is the standard normal deviate of the two-sided
+    p-value, ``Phi^-1(1 - p / 2)``: ``(max(U1, U2) - n1 n2 / 2 - 1/2) / sd`` with the tie-corrected
+    sd; 0 where ``p`` is 1 (e.g. every value equal), infinite where ``p`` underflows to 0.
 
     Raises ``ValueError`` if either sample is empty.
     """
     a = np.asarray(x, dtype=float)
     b = np.asarray(y, dtype=float)
-    n1, n2 = len(a), len(b)
-    if n1 == 0 or n2 == 0:
-        raise ValueError(f"Mann-Whitney needs two non-empty samples, got sizes {n1} and {n2}")
-    n = n1 + n2
-    ranks, ties = _average_ranks(np.concatenate([a, b]))
-    u1 = float(ranks[:n1].sum()) - n1 * (n1 + 1) / 2.0
-    mean = n1 * n2 / 2.0
-    tie_term = float((ties.astype(float) ** 3 - ties).sum()) / (n * (n - 1)) if n > 1 else 0.0
-    var = n1 * n2 / 12.0 * ((n + 1) - tie_term)
-    if var <= 0:
-        return MannWhitney(u1, 0.0, 1.0)
-    u = max(u1, n1 * n2 - u1)
-    z = (u - mean - 0.5) / math.sqrt(var)
-    p = min(1.0, max(0.0, math.erfc(z / math.sqrt(2.0))))
-    return MannWhitney(u1, z, p)
+    if len(a) == 0 or len(b) == 0:
+        raise ValueError(
+            f"Mann-Whitney needs two non-empty samples, got sizes {len(a)} and {len(b)}"
+        )
+    # method="asymptotic": scipy's default ("auto") switches to the exact distribution for small
+    # samples without ties, so p-values would change with the number of rounds and stop being
+    # those of the documented normal approximation.
+    result = stats.mannwhitneyu(
+        a, b, use_continuity=True, alternative="two-sided", method="asymptotic"
+    )
+    p = float(result.pvalue)
+    return MannWhitney(float(result.statistic), float(stats.norm.isf(p / 2.0)), p)
 
 
 def _axis_values(frame: pd.DataFrame, axis: str) -> set[Any]:

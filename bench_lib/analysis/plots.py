@@ -403,7 +403,9 @@ def ratio_vs_flops(frame: pd.DataFrame, title: str) -> Figure:
     ax.plot([0, top], [0, top], color="0.3", ls="--", lw=1, label="y = x")
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
-    ax.set_aspect("equal")
+    # No fixed aspect: constrained layout sized the margins before set_aspect shrank the axes,
+    # and the first render drew the y tick labels over the y label. Equal limits keep y = x the
+    # diagonal; the figure's proportions keep the axes near square.
     ax.grid(True, alpha=0.3)
     ax.set_xlabel("FLOP ratio (case step FLOPs / baseline step FLOPs)")
     ax.set_ylabel("time ratio (case step time / baseline step time)")
