@@ -37,7 +37,7 @@ from bench_lib.vocab import (
     MECHANISMS,
     MODELS,
     OPTIMIZERS,
-    PATTERNS,
+    PATTERN_CHOICES,
 )
 
 # (option, Filters field, choices or None for integers, help)
@@ -46,7 +46,7 @@ _LIST_OPTIONS: tuple[tuple[str, str, tuple[str, ...] | None, str], ...] = (
     ("--bench-depth", "depths", None, "depths (blocks)"),
     ("--bench-width", "widths", None, "widths (features / channels)"),
     ("--bench-batch", "batch_sizes", None, "batch sizes"),
-    ("--bench-pattern", "patterns", PATTERNS, "frozen-layer patterns"),
+    ("--bench-pattern", "patterns", PATTERN_CHOICES, "frozen-layer patterns"),
     ("--bench-mechanism", "mechanisms", MECHANISMS, "freeze mechanisms"),
     ("--bench-optimizer", "optimizers", OPTIMIZERS, "optimizers"),
     ("--bench-device", "devices", DEVICES, "devices"),
@@ -95,6 +95,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--bench-seed", default=None, metavar="LIST", help="comma list of seeds")
     group.addoption(
+        "--bench-freeze", default=None, metavar="GLOBS",
+        help="comma list of globs matched against parameter names (pattern 'names'), "
+        "e.g. 'bert.embeddings.*,*.bias'",
+    )  # fmt: skip
+    group.addoption(
+        "--bench-model-factory", default=None, metavar="MODULE:FUNCTION",
+        help="your own model: a function (in an importable module or a path.py) returning the "
+        "model, its blocks and a batch maker; model 'factory' (the only one unless "
+        "--bench-model is given)",
+    )  # fmt: skip
+    group.addoption(
         "--bench-shard",
         default=None,
         metavar="I/N",
@@ -139,6 +150,12 @@ def _filters(config: pytest.Config) -> Filters:
         kw["blocks"] = parse_ints("--bench-blocks", text, minimum=0)
     if (text := config.getoption("--bench-seed")) is not None:
         kw["seeds"] = parse_ints("--bench-seed", text, minimum=0)
+    if (text := config.getoption("--bench-freeze")) is not None:
+        kw["freeze"] = parse_list("--bench-freeze", text)
+    if (text := config.getoption("--bench-model-factory")) is not None:
+        if not text.strip():
+            raise CaseError("--bench-model-factory='' is empty; give MODULE:FUNCTION")
+        kw["factory"] = text.strip()
     return Filters(**kw)
 
 

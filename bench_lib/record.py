@@ -42,14 +42,52 @@ FIELDS: dict[str, Field] = {
     "schema_version": Field("-", f"version of this schema (now {SCHEMA_VERSION})"),
     "case_id": Field("-", "the readable pytest id of the case"),
     "scenario": Field("-", "`sweep`, or `seed` for the X-feeds-Y scenario"),
-    "model": Field("-", "model family: mlp, transformer, cnn, xy"),
-    "depth": Field("blocks", "number of blocks (a trainable head follows them)"),
-    "width": Field("features", "hidden size (mlp, transformer d_model, xy) or channels (cnn)"),
+    "model": Field(
+        "-", "model family: mlp, transformer, cnn, xy, resnet, vit, bert, gpt2, or factory"
+    ),
+    "factory": Field(
+        "-",
+        "the factory (`MODULE:FUNCTION` or `path.py:FUNCTION`) that built the model",
+        "the model is not `factory`",
+    ),
+    "depth": Field(
+        "layers",
+        "number of layers: blocks of the stacks, encoder/decoder layers of vit, bert and gpt2, "
+        "residual layers of resnet, the factory's depth argument",
+    ),
+    "n_blocks": Field(
+        "blocks",
+        "freezable blocks the patterns index: depth for the stacks, depth + 1 for resnet, vit, "
+        "bert and gpt2 (block 0 is the embeddings or stem), the factory's own list",
+        "a run before this field",
+    ),
+    "width": Field(
+        "features",
+        "hidden size (mlp, transformer d_model, xy, vit, bert, gpt2) or channels (cnn; resnet's "
+        "stem)",
+    ),
     "batch_size": Field("samples", "samples per step"),
-    "seq_len": Field("tokens", "sequence length", "the family has no sequence (mlp, cnn)"),
-    "image_size": Field("pixels", "image side", "the family has no image (not cnn)"),
+    "seq_len": Field(
+        "tokens", "sequence length", "the family has no sequence (mlp, cnn, resnet, vit)"
+    ),
+    "image_size": Field(
+        "pixels", "image side", "the family has no image (not cnn, resnet, vit, factory)"
+    ),
+    "family_sizes": Field(
+        "mapping of int",
+        "every size the family reads beside depth, width and batch, defaults included "
+        "(seq_len, image_size, patch_size, vocab_size)",
+        "a run before this field",
+    ),
     "pattern": Field("-", "frozen-layer pattern name"),
-    "frozen_blocks": Field("list of int", "block indices frozen by the pattern at this depth"),
+    "frozen_blocks": Field(
+        "list of int", "block indices frozen by the pattern (of n_blocks; empty for `names`)"
+    ),
+    "freeze_globs": Field(
+        "list of glob",
+        "the --bench-freeze globs matched against parameter names",
+        "pattern is not `names`",
+    ),
     "mechanism": Field("-", "freeze mechanism name (`none` for the baseline)"),
     "frozen_mode": Field("-", "`train` or `eval`: the mode frozen blocks run in"),
     "optimizer": Field("-", "adamw or sgd (momentum 0.9)"),
@@ -95,7 +133,27 @@ FIELDS: dict[str, Field] = {
         "tensors saved for backward in the forward pass, parameters excluded, storages once",
     ),
     "trainable_params": Field("elements", "parameters that should train (unfrozen blocks, head)"),
-    "frozen_params": Field("elements", "parameters in frozen blocks"),
+    "frozen_params": Field(
+        "elements", "parameters in frozen blocks, or matched by the globs (tied ones once)"
+    ),
+    "frozen_param_names": Field(
+        "tensors",
+        "frozen parameter tensors as named by named_parameters(), each once (a tied one once)",
+        "the model could not be built",
+    ),
+    "frozen_modules": Field(
+        "list of module",
+        "the modules a module-level mechanism (no_grad, inference_mode, inference_mode_nocopy) "
+        "runs under its context: the frozen blocks' modules, or for `names` the largest "
+        "submodules whose parameters all match",
+        "the mechanism acts on parameters, or the model could not be built",
+    ),
+    "tied_frozen": Field(
+        "tensors",
+        "frozen parameters that a module outside the frozen ones uses too (tied weights: GPT-2's "
+        "LM head is wte.weight), frozen with their block under every mechanism",
+        "the model could not be built",
+    ),
     "time_ratio": Field("ratio", "median of case/baseline step-time ratios over interleaved pairs"),
     "time_ratio_ci_low": Field(
         "ratio", "lower end of the 95% distribution-free interval of that median", "pairs < 6"

@@ -13,13 +13,27 @@ __all__ = [
     "FROZEN_MODES",
     "MECHANISMS",
     "MODELS",
+    "NAMES_PATTERN",
     "OPTIMIZERS",
     "PATTERNS",
+    "PATTERN_CHOICES",
     "SCENARIOS",
     "TRAP_MECHANISMS",
 ]
 
-MODELS: tuple[str, ...] = ("mlp", "transformer", "cnn", "xy")
+#: Built-in stacks, the transformers families (the ``models`` extra), and ``factory``: a model
+#: built by the user's own function (``--bench-model-factory``).
+MODELS: tuple[str, ...] = (
+    "mlp",
+    "transformer",
+    "cnn",
+    "xy",
+    "resnet",
+    "vit",
+    "bert",
+    "gpt2",
+    "factory",
+)
 PATTERNS: tuple[str, ...] = (
     "none",
     "prefix",
@@ -29,6 +43,12 @@ PATTERNS: tuple[str, ...] = (
     "all_but_head",
     "explicit",
 )
+#: The pattern that freezes parameters by name (``--bench-freeze`` globs), not blocks. It is
+#: kept apart from :data:`PATTERNS`, whose every entry names blocks (from the block count, or
+#: ``--bench-blocks``).
+NAMES_PATTERN = "names"
+#: Every value of a case's ``pattern``.
+PATTERN_CHOICES: tuple[str, ...] = (*PATTERNS, NAMES_PATTERN)
 MECHANISMS: tuple[str, ...] = (
     "none",
     "no_grad",

@@ -149,6 +149,31 @@ def test_cuda_cases_skip_with_the_reason_when_cuda_is_absent(tmp_path: Path) -> 
         (["--bench-shard", "3/2"], "shard 3/2: need 0 <= index < count"),
         (["--bench-pattern", "explicit"], "pattern 'explicit' needs --bench-blocks"),
         (["--bench-time", "-1"], "--bench-time='-1' must be > 0"),
+        (["--bench-model", "rnn"], "--bench-model='rnn' is not one of: mlp, transformer"),
+        (
+            ["--bench-model-factory", "no_such_module:build"],
+            "--bench-model-factory='no_such_module:build': cannot import 'no_such_module'",
+        ),
+        (  # the example U-Net raises for a depth its 16-pixel images cannot halve 5 times
+            ["--bench-model-factory", "benchmarks.example_factory:build", "--bench-depth", "5"],
+            "the factory raised ValueError: image_size=16 must be a multiple of 2**depth=32",
+        ),
+        (
+            ["--bench-model-factory", "tests/test_factory.py:wrong_shape"],
+            "returned list, not a ModelSpec or a mapping with keys model, blocks, make_batch",
+        ),
+        (
+            ["--bench-model-factory", "tests/test_factory.py:bad_block"],
+            "block 'encoder' is not a submodule of the model",
+        ),
+        (
+            ["--bench-model", "mlp", "--bench-freeze", "encoder.*"],
+            "--bench-freeze glob 'encoder.*' matches no parameter name of Stack",
+        ),
+        (
+            ["--bench-model", "mlp", "--bench-freeze", "blocks.*,head.*"],
+            "--bench-freeze='blocks.*,head.*' matches every parameter of Stack",
+        ),
     ],
 )
 def test_bad_options_are_usage_errors_without_traceback(args: list[str], message: str) -> None:

@@ -177,7 +177,6 @@ def test_shard_keeps_cases_with_their_baseline():
     # Groups larger than a shard's share are dealt case by case (issue 9: balance); every other
     # case stays with its baseline.
     split = plan_shards(cases, 3).split
-    assert split  # quick's largest group (34 of 79 cases) outweighs a third
     for p in parts:
         assert {c.baseline() for c in p if c.baseline() not in split} <= set(p)
 

@@ -48,6 +48,22 @@ def forward_flops(case: Case) -> float:
     if case.model == "cnn":
         side = case.option("image_size", 16)
         return 2.0 * b * 9 * side * side * w * (3 + w * (d - 1))
+    if case.model in ("bert", "gpt2"):
+        vocab = case.option("vocab_size", 1024)
+        layers = d * (24.0 * b * seq * w * w + 4.0 * b * seq * seq * w)
+        return layers + (2.0 * b * seq * w * vocab if case.model == "gpt2" else 0.0)
+    if case.model == "vit":
+        side, patch = case.option("image_size", 32), case.option("patch_size", 4)
+        tokens = (side // patch) ** 2 + 1
+        embed = 2.0 * b * (tokens - 1) * 3 * patch * patch * w
+        return embed + d * (24.0 * b * tokens * w * w + 4.0 * b * tokens * tokens * w)
+    if case.model == "resnet":
+        # Stem (7x7 conv at half the side), then bottleneck layers: each costs about
+        # 2 * side_s^2 * 17 * c_s^2, and side_s * c_s is the same at every stage (the side
+        # halves as the channels double), so every layer costs what one of stage 0 does.
+        side = case.option("image_size", 32)
+        stem = 2.0 * (side / 2) ** 2 * 3 * 49 * w
+        return b * (stem + d * 34.0 * (side / 4) ** 2 * w * w)
     return 2.0 * b * seq * w * w * 12 * d
 
 

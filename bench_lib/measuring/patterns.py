@@ -1,16 +1,28 @@
 """Frozen-layer patterns: a pattern name and a block count in, frozen block indices out.
 
-Plain Python (no torch): the sweep resolves patterns at plan time.
+Plain Python (no torch): the sweep resolves patterns at plan time, against the family's number
+of blocks (:meth:`~bench_lib.measuring.families.base.Family.num_blocks`), which is ``depth`` for
+the built-in stacks and ``depth + 1`` for the transformers families (their embeddings or stem
+are block 0). Pattern ``names`` freezes parameters by name instead (``--bench-freeze``); it is
+resolved against the model itself (:mod:`bench_lib.measuring.mechanisms.base`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ..vocab import PATTERNS
-from .spec import CaseError
+from ..vocab import NAMES_PATTERN, PATTERN_CHOICES
+from .spec import CaseError, depth_phrase
 
-__all__ = ["PATTERN_DOCS", "pattern_blocks", "segments"]
+__all__ = ["NAMES_DOC", "PATTERN_DOCS", "pattern_blocks", "segments"]
+
+
+class _TooFew(Exception):
+    """A pattern needs ``minimum`` blocks (``why`` says for what)."""
+
+    def __init__(self, minimum: int, why: str = "") -> None:
+        super().__init__(minimum, why)
+        self.minimum, self.why = minimum, why
 
 
 def _prefix(depth: int) -> list[int]:
@@ -23,9 +35,7 @@ def _suffix(depth: int) -> list[int]:
 
 def _middle(depth: int) -> list[int]:
     if depth < 3:
-        raise CaseError(
-            f"pattern 'middle' needs depth >= 3 (a trainable block on each side), got depth={depth}"
-        )
+        raise _TooFew(3, " (a trainable block on each side)")
     k = max(1, depth // 3)
     start = (depth - k) // 2
     return list(range(start, start + k))
@@ -33,7 +43,7 @@ def _middle(depth: int) -> list[int]:
 
 def _alternating(depth: int) -> list[int]:
     if depth < 2:
-        raise CaseError(f"pattern 'alternating' needs depth >= 2, got depth={depth}")
+        raise _TooFew(2)
     return list(range(1, depth, 2))
 
 
@@ -55,29 +65,46 @@ PATTERN_DOCS: dict[str, str] = {
     "all_but_head": "every block; only the head trains",
     "explicit": "the indices given with --bench-blocks",
 }
+#: Pattern ``names`` (``vocab.NAMES_PATTERN``), which freezes parameters rather than blocks.
+NAMES_DOC = "the parameters whose names match the --bench-freeze globs (not whole blocks)"
 
 
-def pattern_blocks(pattern: str, depth: int, explicit: Sequence[int] = ()) -> tuple[int, ...]:
-    """Block indices frozen by ``pattern`` at ``depth``.
+def pattern_blocks(
+    pattern: str, n_blocks: int, explicit: Sequence[int] = (), depth: int | None = None
+) -> tuple[int, ...]:
+    """Block indices frozen by ``pattern`` in a model of ``n_blocks`` blocks (``depth``, when
+    given and different, only words the messages).
 
-    Raises :class:`CaseError` for an unknown pattern, a depth the pattern cannot apply to, or an
-    explicit index outside ``0..depth-1``.
+    Raises :class:`CaseError` for an unknown pattern, a block count the pattern cannot apply
+    to, an explicit index outside ``0..n_blocks-1``, or pattern ``names`` (which freezes
+    parameters, not blocks).
     """
-    if pattern not in PATTERNS:
-        raise CaseError(f"pattern={pattern!r} is not one of: {', '.join(PATTERNS)}")
-    if depth < 1:
-        raise CaseError(f"depth={depth} must be a positive integer")
+    if pattern not in PATTERN_CHOICES:
+        raise CaseError(f"pattern={pattern!r} is not one of: {', '.join(PATTERN_CHOICES)}")
+    if n_blocks < 1:
+        raise CaseError(f"depth={n_blocks} must be a positive integer")
+    where = depth_phrase(n_blocks, depth)
     if pattern == "explicit":
         if not explicit:
             raise CaseError("pattern 'explicit' needs block indices (--bench-blocks 1,3)")
-        bad = [i for i in explicit if not 0 <= i < depth]
+        bad = [i for i in explicit if not 0 <= i < n_blocks]
         if bad:
             raise CaseError(
-                f"--bench-blocks index {bad[0]} is out of range for depth={depth} "
-                f"(valid: 0..{depth - 1})"
+                f"--bench-blocks index {bad[0]} is out of range for {where} "
+                f"(valid: 0..{n_blocks - 1})"
             )
         return tuple(sorted(set(explicit)))
-    return tuple(_PATTERNS[pattern](depth))
+    if pattern == NAMES_PATTERN:
+        raise CaseError("pattern 'names' freezes parameters by name (--bench-freeze), not blocks")
+    try:
+        return tuple(_PATTERNS[pattern](n_blocks))
+    except _TooFew as e:
+        need = (
+            f"depth >= {e.minimum}"
+            if depth is None or depth == n_blocks
+            else f"{e.minimum} blocks or more"
+        )
+        raise CaseError(f"pattern {pattern!r} needs {need}{e.why}, got {where}") from None
 
 
 def segments(depth: int, frozen: frozenset[int]) -> list[tuple[bool, list[int]]]:

@@ -25,9 +25,9 @@ from ..record import FIELDS, make_record
 from . import cost, devices, memory, phases, stats, verify
 from .budget import Budget
 from .devices import DeviceUnavailable
-from .families import family_size
+from .families import family_size, family_sizes
 from .spec import Case
-from .training import Workload, build_workload
+from .training import Workload, build_workload, freeze_summary
 
 __all__ = ["Budget", "TimeSteps", "is_oom", "measure_case", "warm_up_process"]
 
@@ -72,13 +72,16 @@ def _case_fields(case: Case) -> dict[str, Any]:
         "case_id": case.id,
         "scenario": case.scenario,
         "model": case.model,
+        "factory": case.factory or None,
         "depth": case.depth,
         "width": case.width,
         "batch_size": case.batch_size,
         "seq_len": family_size(case, "seq_len"),
         "image_size": family_size(case, "image_size"),
+        "family_sizes": family_sizes(case),
         "pattern": case.pattern,
         "frozen_blocks": list(case.frozen_blocks),
+        "freeze_globs": list(case.freeze) if case.freeze else None,
         "mechanism": case.mechanism,
         "frozen_mode": case.frozen_mode,
         "optimizer": case.optimizer,
@@ -86,6 +89,7 @@ def _case_fields(case: Case) -> dict[str, Any]:
         "dtype": case.dtype,
         "threads": case.threads,
         "seed": case.seed,
+        **freeze_summary(case),  # n_blocks, frozen_param_names, frozen_modules, tied_frozen
     }
 
 

@@ -8,8 +8,10 @@ pytest-benchmark's JSON (``params``) and back.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from ..vocab import (
@@ -19,11 +21,11 @@ from ..vocab import (
     MECHANISMS,
     MODELS,
     OPTIMIZERS,
-    PATTERNS,
+    PATTERN_CHOICES,
     SCENARIOS,
 )
 
-__all__ = ["Case", "CaseError", "check_choice"]
+__all__ = ["Case", "CaseError", "check_choice", "depth_phrase", "factory_label"]
 
 
 class CaseError(ValueError):
@@ -43,14 +45,35 @@ def _positive(name: str, value: int) -> None:
         raise CaseError(f"{name}={value!r} must be a positive integer")
 
 
+def depth_phrase(n_blocks: int, depth: int | None = None) -> str:
+    """``depth=4``, or ``depth=4 with 5 blocks`` where the family's block count differs."""
+    if depth is None or depth == n_blocks:
+        return f"depth={n_blocks}"
+    return f"depth={depth} with {n_blocks} blocks"
+
+
+def factory_label(spec: str) -> str:
+    """How a case id names a factory: ``mymodule.build`` for ``mymodule:build``, and the file's
+    stem for a path (``mine.build`` for ``path/to/mine.py:build``)."""
+    target, _, function = spec.rpartition(":")
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        target = PurePath(target).stem
+    return f"{target}.{function}"
+
+
 @dataclass(frozen=True)
 class Case:
     """One point of the sweep.
 
-    ``depth`` counts blocks (a trainable head always follows them). ``width`` is the hidden size
+    ``depth`` counts layers (a trainable head always follows them); the model's freezable blocks
+    number :attr:`n_blocks` (``depth`` for the built-in stacks, ``depth + 1`` for the
+    transformers families, whose embeddings or stem are block 0). ``width`` is the hidden size
     (MLP, transformer ``d_model``) or channel count (CNN). ``frozen_blocks`` are block indices,
-    already resolved from ``pattern`` for this depth (see ``freezing.pattern_blocks``).
-    ``threads`` is the intra-op thread count pinned with ``torch.set_num_threads``.
+    already resolved from ``pattern`` for these blocks (see ``patterns.pattern_blocks``); pattern
+    ``names`` freezes the parameters whose names match the globs in ``freeze`` instead.
+    ``threads`` is the intra-op thread count pinned with ``torch.set_num_threads``. ``factory``
+    is the ``MODULE:FUNCTION`` (or ``path.py:FUNCTION``) that builds a ``factory`` model, so that
+    any process can rebuild the case from it.
 
     Raises :class:`CaseError` (a ``ValueError``) naming the field, the value and the choices.
     """
@@ -70,10 +93,12 @@ class Case:
     seed: int = 0
     scenario: str = "sweep"
     extra: tuple[tuple[str, int], ...] = field(default=())
+    factory: str = ""
+    freeze: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_choice("model", self.model, MODELS)
-        check_choice("pattern", self.pattern, PATTERNS)
+        check_choice("pattern", self.pattern, PATTERN_CHOICES)
         check_choice("mechanism", self.mechanism, MECHANISMS)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("device", self.device, DEVICES)
@@ -86,19 +111,41 @@ class Case:
         blocks = tuple(sorted({int(i) for i in self.frozen_blocks}))
         object.__setattr__(self, "frozen_blocks", blocks)
         object.__setattr__(self, "extra", tuple(sorted((str(k), int(v)) for k, v in self.extra)))
+        object.__setattr__(self, "freeze", tuple(dict.fromkeys(str(g) for g in self.freeze)))
+        if (self.model == "factory") != bool(self.factory):
+            raise CaseError(
+                f"model={self.model!r} with factory={self.factory!r}: model 'factory' needs "
+                "a factory (--bench-model-factory MODULE:FUNCTION) and no other model takes one"
+            )
+        if (self.pattern == "names") != bool(self.freeze):
+            raise CaseError(
+                f"pattern={self.pattern!r} with freeze={list(self.freeze)}: pattern 'names' "
+                "needs parameter-name globs (--bench-freeze) and no other pattern takes them"
+            )
+        n = self.n_blocks  # the family's count; a factory is called (and checked) here
         for i in blocks:
-            if not 0 <= i < self.depth:
+            if not 0 <= i < n:
                 raise CaseError(
-                    f"frozen block index {i} is out of range for depth={self.depth} "
-                    f"(valid: 0..{self.depth - 1})"
+                    f"frozen block index {i} is out of range for "
+                    f"{depth_phrase(n, self.depth)} (valid: 0..{n - 1})"
                 )
         if (self.pattern == "none") != (self.mechanism == "none"):
             raise CaseError(
                 f"pattern={self.pattern!r} with mechanism={self.mechanism!r}: the baseline is "
                 "pattern 'none' with mechanism 'none'; every other pattern needs a mechanism"
             )
-        if self.pattern != "none" and not blocks:
+        if self.pattern == "names" and blocks:
+            raise CaseError("pattern 'names' freezes parameters by name: frozen_blocks stay empty")
+        if self.pattern not in ("none", "names") and not blocks:
             raise CaseError(f"pattern={self.pattern!r} freezes no block at depth={self.depth}")
+
+    @functools.cached_property
+    def n_blocks(self) -> int:
+        """The number of freezable blocks of this case's model, from its family (computed from
+        the sizes; a factory is called once per size, on the meta device where it can be)."""
+        from .families import get_family  # families import this module
+
+        return get_family(self.model).num_blocks(self)
 
     @property
     def is_baseline(self) -> bool:
@@ -111,7 +158,7 @@ class Case:
     def baseline(self) -> Case:
         """Its baseline: same model, sizes, optimizer and device; nothing frozen."""
         return dataclasses.replace(
-            self, pattern="none", frozen_blocks=(), mechanism="none", frozen_mode="train"
+            self, pattern="none", frozen_blocks=(), freeze=(), mechanism="none", frozen_mode="train"
         )
 
     @property
@@ -122,7 +169,7 @@ class Case:
             pattern = "blocks" + ".".join(str(i) for i in self.frozen_blocks)
         parts = [
             "seed" if self.scenario == "seed" else None,
-            self.model,
+            f"factory:{factory_label(self.factory)}" if self.factory else self.model,
             f"d{self.depth}",
             f"w{self.width}",
             f"b{self.batch_size}",
@@ -141,6 +188,7 @@ class Case:
         d = dataclasses.asdict(self)
         d["frozen_blocks"] = list(self.frozen_blocks)
         d["extra"] = dict(self.extra)
+        d["freeze"] = list(self.freeze)
         return d
 
     @classmethod
@@ -153,4 +201,5 @@ class Case:
         kw["frozen_blocks"] = tuple(kw.get("frozen_blocks", ()))
         extra = kw.get("extra", ())
         kw["extra"] = tuple(extra.items()) if isinstance(extra, Mapping) else tuple(extra)
+        kw["freeze"] = tuple(kw.get("freeze", ()))
         return cls(**kw)

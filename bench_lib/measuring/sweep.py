@@ -7,8 +7,15 @@ width, batch, optimizer, device, dtype, threads).
 
 Filters from the command line *replace* an axis's values in every grid (``--bench-depth 32``
 sweeps depth 32 even if no profile lists it); ``--bench-model`` picks the grids whose family is
-listed. Combinations that cannot exist (``middle`` at depth 2) are returned as skips with the
-reason, never silently dropped.
+listed. Patterns resolve against each family's number of blocks
+(:meth:`~bench_lib.measuring.families.base.Family.num_blocks`, from the sizes alone), pattern
+``names`` against the parameter names of the model's skeleton on the meta device.
+Combinations that cannot exist (``middle`` at depth 2, ``no_grad`` on ``*.bias``, a family whose
+optional dependency is missing) are returned as skips with the reason, never silently dropped.
+
+``--bench-model-factory`` puts the user's factory into every ``factory`` grid: quick's runs the
+example factory (``benchmarks/example_factory.py``) by default, the other profiles' factory
+grids are templates that run only with a factory given.
 """
 
 from __future__ import annotations
@@ -25,15 +32,21 @@ from ..vocab import (
     MECHANISMS,
     MODELS,
     OPTIMIZERS,
+    PATTERN_CHOICES,
     PATTERNS,
     TRAP_MECHANISMS,
 )
 from .budget import Budget
+from .families import get_family
+from .mechanisms import get_mechanism
+from .mechanisms.base import NameMatch, match_names, uncovered_reason
 from .patterns import pattern_blocks
 from .spec import Case, CaseError, check_choice
+from .training import skeleton
 
 __all__ = [
     "BLOCK_POSITIONS",
+    "EXAMPLE_FACTORY",
     "PROFILES",
     "Filters",
     "Grid",
@@ -49,12 +62,16 @@ __all__ = [
     "shard",
 ]
 
+#: Every block pattern a grid sweeps by default (``explicit`` needs its indices).
 ALL_PATTERNS = tuple(p for p in PATTERNS if p != "explicit")
 #: Every mechanism but the baseline's.
 FREEZE_MECHANISMS = tuple(m for m in MECHANISMS if m != "none")
 #: The mechanisms people use on purpose; grids sweep these unless they name others.
 MAIN_MECHANISMS = tuple(m for m in FREEZE_MECHANISMS if m not in TRAP_MECHANISMS)
 
+
+#: The worked example of a user's model factory (a small U-Net), run by the quick profile.
+EXAMPLE_FACTORY = "benchmarks.example_factory:build"
 
 #: Named block positions of a profile's 'explicit' grids, resolved per depth.
 BLOCK_POSITIONS: dict[str, Callable[[int], int]] = {
@@ -89,6 +106,11 @@ class Grid:
     #: The blocks of pattern 'explicit', as positions resolved at each depth after overrides
     #: (names of :data:`BLOCK_POSITIONS`), so that ``--bench-depth 4`` still fits them.
     blocks: tuple[str, ...] = ()
+    #: The parameter-name globs of pattern 'names' (``--bench-freeze`` replaces them).
+    freeze: tuple[str, ...] = ()
+    #: Model 'factory': the factory's ``MODULE:FUNCTION`` (``--bench-model-factory`` replaces
+    #: it); a factory grid without one is a template that runs only with a factory given.
+    factory: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,6 +135,41 @@ def _seed(width: int, batch: int, depth: int, seq: int) -> Grid:
         extra=(("seq_len", seq),),
         scenario="seed",
     )
+
+
+def _glance(model: str, depth: int, width: int, batch: int, **sizes: int) -> list[Grid]:
+    """One small case group of a family for the quick profile: the baseline, the frozen prefix
+    under no_grad and requires_grad, and the frozen middle under no_grad."""
+    extra = tuple(sizes.items())
+    factory = EXAMPLE_FACTORY if model == "factory" else ""
+    return [
+        Grid(model, (depth,), width, batch, ("none", "prefix"), ("no_grad", "requires_grad"),
+             extra=extra, factory=factory),
+        Grid(model, (depth,), width, batch, ("middle",), ("no_grad",), extra=extra,
+             factory=factory),
+    ]  # fmt: skip
+
+
+def _real(model: str, depths: tuple[int, ...], width: int, batch: int, **sizes: int) -> Grid:
+    """A transformers family at real sizes: every pattern under the main mechanisms."""
+    return Grid(model, depths, width, batch, extra=tuple(sizes.items()))
+
+
+def _cpu_real(
+    model: str, depth: int, width: int, batch: int, *, eval_mode: bool = False, **sizes: int
+) -> list[Grid]:
+    """A transformers family at CPU sizes: the frozen prefix, middle and all-but-head under the
+    main mechanisms; with ``eval_mode`` (BatchNorm) also the prefix and middle in eval mode
+    under no_grad and requires_grad."""
+    extra = tuple(sizes.items())
+    patterns = ("none", "prefix", "middle", "all_but_head")
+    grids = [Grid(model, (depth,), width, batch, patterns, extra=extra)]
+    if eval_mode:
+        grids.append(
+            Grid(model, (depth,), width, batch, ("prefix", "middle"), ("no_grad", "requires_grad"),
+                 frozen_modes=("eval",), extra=extra)
+        )  # fmt: skip
+    return grids
 
 
 def _family(
@@ -177,6 +234,23 @@ PROFILES: dict[str, Profile] = {
                 extra=(("image_size", 8),),
             ),
             _seed(32, 4, depth=4, seq=16),
+            *_glance("resnet", 2, 8, 2, image_size=32),
+            *_glance("vit", 2, 32, 2, image_size=16, patch_size=4),
+            *_glance("bert", 2, 32, 2, seq_len=16),
+            *_glance("gpt2", 2, 32, 2, seq_len=16),
+            *_glance("factory", 2, 8, 2, image_size=16),
+            # The U-Net's outer level by name: its first and last blocks.
+            Grid(
+                "factory",
+                (2,),
+                8,
+                2,
+                ("names",),
+                ("no_grad", "requires_grad"),
+                extra=(("image_size", 16),),
+                freeze=("enc.0.*", "dec.0.*"),
+                factory=EXAMPLE_FACTORY,
+            ),
         ),
         Budget(
             warmup_rounds=1,
@@ -196,6 +270,9 @@ PROFILES: dict[str, Profile] = {
             *_family("transformer", (4, 8), 64, 8, seq_len=32),
             *_family("cnn", (4, 8), 16, 16, image_size=16),
             _seed(64, 8, depth=8, seq=32),
+            *_cpu_real("resnet", 4, 16, 16, eval_mode=True, image_size=32),
+            *_cpu_real("bert", 4, 128, 8, seq_len=64),
+            Grid("factory", (4,), 16, 8, extra=(("image_size", 32),)),
         ),
         Budget(
             warmup_rounds=2,
@@ -237,6 +314,7 @@ PROFILES: dict[str, Profile] = {
                 extra=(("image_size", 64),),
             ),
             _seed(512, 32, depth=8, seq=256),
+            Grid("factory", (8,), 64, 32, extra=(("image_size", 64), ("seq_len", 256))),
         ),
         Budget(
             warmup_rounds=2,
@@ -258,6 +336,22 @@ PROFILES: dict[str, Profile] = {
             Grid("mlp", (8,), 2048, 256, dtypes=("bfloat16",)),
             Grid("transformer", (8,), 512, 32, dtypes=("bfloat16",), extra=(("seq_len", 256),)),
             _seed(512, 32, depth=8, seq=256),
+            # The real configurations (10-class heads): ResNet-50 at 224x224, ViT-B/16,
+            # bert-base at sequence 128, GPT-2 (124M) at sequence 512.
+            _real("resnet", (16,), 64, 32, image_size=224),
+            Grid(
+                "resnet",
+                (16,),
+                64,
+                32,
+                ("prefix", "middle"),
+                frozen_modes=("eval",),
+                extra=(("image_size", 224),),
+            ),
+            _real("vit", (12,), 768, 32, image_size=224, patch_size=16),
+            _real("bert", (12,), 768, 32, seq_len=128, vocab_size=30522),
+            _real("gpt2", (12,), 768, 8, seq_len=512, vocab_size=50257),
+            Grid("factory", (8,), 64, 32, extra=(("image_size", 64), ("seq_len", 256))),
         ),
         Budget(
             warmup_rounds=5,
@@ -313,11 +407,16 @@ class Filters:
     frozen_modes: tuple[str, ...] | None = None
     blocks: tuple[int, ...] | None = None
     seeds: tuple[int, ...] = field(default=(0,))
+    #: ``--bench-freeze`` globs: add pattern 'names' with them.
+    freeze: tuple[str, ...] | None = None
+    #: ``--bench-model-factory``: the factory of every 'factory' grid (and the only model
+    #: unless ``models`` is given).
+    factory: str | None = None
 
     def __post_init__(self) -> None:
         for name, choices in (
             ("models", MODELS),
-            ("patterns", PATTERNS),
+            ("patterns", PATTERN_CHOICES),
             ("mechanisms", MECHANISMS),
             ("optimizers", OPTIMIZERS),
             ("devices", DEVICES),
@@ -328,6 +427,8 @@ class Filters:
                 check_choice(name, v, choices)
         if self.patterns and "explicit" in self.patterns and not self.blocks:
             raise CaseError("pattern 'explicit' needs --bench-blocks (e.g. --bench-blocks 1,3)")
+        if self.patterns and "names" in self.patterns and not self.freeze:
+            raise CaseError("pattern 'names' needs --bench-freeze (e.g. --bench-freeze 'head.*')")
 
 
 @dataclass(frozen=True)
@@ -349,17 +450,66 @@ class Sweep:
     folded: set[tuple[Case, str, str]]
 
 
-def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> Sweep:
+def _patterns(grid: Grid, f: Filters) -> tuple[str, ...]:
+    """The grid's patterns after the filters: ``--bench-blocks`` and ``--bench-freeze`` make
+    them ``none`` plus ``explicit`` / ``names`` unless ``--bench-pattern`` names them; with
+    ``--bench-pattern`` too, ``--bench-freeze`` adds ``names``."""
+    if f.patterns is None and (f.blocks or f.freeze):
+        return ("none",) + (("explicit",) if f.blocks else ()) + (("names",) if f.freeze else ())
     patterns = f.patterns or grid.patterns
-    if f.blocks and f.patterns is None:
-        patterns = ("none", "explicit")
+    return (*patterns, "names") if f.freeze and "names" not in patterns else patterns
+
+
+def _skip_id(base: Case, pattern: str) -> str:
+    left, _, right = base.id.partition("-none-none-")
+    return f"{left}-{pattern}-{right}"
+
+
+@dataclass
+class _GridPart:
+    cases: list[Case]
+    skips: list[Skip]
+    folded: set[tuple[Case, str, str]]
+    #: Why the grid's 'names' globs cannot apply to its model (None where they do or it has
+    #: none): such points are skips unless no grid of the run can take the globs.
+    names_error: CaseError | None = None
+    names_tried: bool = False
+
+
+def _names_cases(
+    base: Case, globs: tuple[str, ...], mechanisms: Sequence[str], modes: Sequence[str],
+    part: _GridPart,
+) -> None:  # fmt: skip
+    """Add the 'names' cases of ``base``: a module-level mechanism whose plan leaves matched
+    parameters outside every fully matched module is a skip naming them."""
+    part.names_tried = True
+    match: NameMatch | None = None
+    if get_family(base.model).unavailable() is None:
+        try:
+            match = match_names(skeleton(base).model, globs)
+        except CaseError as e:
+            part.names_error = part.names_error or e
+            part.skips.append(Skip(_skip_id(base, "names"), str(e)))
+            return
+    for mech, mode in itertools.product(mechanisms, modes):
+        case = dataclasses.replace(
+            base, pattern="names", freeze=globs, mechanism=mech, frozen_mode=mode
+        )
+        if match is not None and match.uncovered and get_mechanism(mech).module_level:
+            part.skips.append(Skip(case.id, uncovered_reason(mech, match.uncovered)))
+        else:
+            part.cases.append(case)
+
+
+def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> _GridPart:
+    patterns = _patterns(grid, f)
     asked = f.mechanisms or grid.mechanisms
     mechanisms = tuple(m for m in asked if m != "none")
+    modes = f.frozen_modes or grid.frozen_modes
     folds = [("none", m) for m in mechanisms if "none" in patterns]
     folds += [(p, "none") for p in patterns if p != "none" and "none" in asked]
-    cases: list[Case] = []
-    skips: list[Skip] = []
-    folded: set[tuple[Case, str, str]] = set()
+    part = _GridPart([], [], set())
+    factory = (f.factory or grid.factory) if grid.model == "factory" else ""
     for depth, width, batch, opt, device, dtype, threads, seed in itertools.product(
         f.depths or grid.depths,
         f.widths or (grid.width,),
@@ -382,27 +532,34 @@ def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> Sweep:
             seed=seed,
             scenario=grid.scenario,
             extra=grid.extra,
+            factory=factory,
         )
-        folded.update((base, p, m) for p, m in folds)
+        n_blocks = base.n_blocks
+        part.folded.update((base, p, m) for p, m in folds)
         if "none" in patterns:
-            cases.append(base)
+            part.cases.append(base)
         for pattern in patterns:
             if pattern == "none":
                 continue
+            if pattern == "names":
+                globs = f.freeze or grid.freeze
+                if not globs:
+                    raise CaseError("pattern 'names' needs --bench-freeze (e.g. 'head.*')")
+                _names_cases(base, globs, mechanisms, modes, part)
+                continue
             try:
-                explicit = f.blocks or resolve_positions(grid.blocks, depth)
-                blocks = pattern_blocks(pattern, depth, explicit)
+                explicit = f.blocks or resolve_positions(grid.blocks, n_blocks)
+                blocks = pattern_blocks(pattern, n_blocks, explicit, depth=depth)
             except CaseError as e:
                 if pattern == "explicit":
                     # The user's own indices: a usage error, not a skip. Name the depth's
                     # source too, since the two options may be far apart on the command line.
                     source = "--bench-depth" if f.depths else f"profile {profile.name!r}"
                     raise CaseError(f"{e}; the depth {depth} comes from {source}") from None
-                left, _, right = base.id.partition("-none-none-")
-                skips.append(Skip(f"{left}-{pattern}-{right}", str(e)))
+                part.skips.append(Skip(_skip_id(base, pattern), str(e)))
                 continue
-            for mech, mode in itertools.product(mechanisms, f.frozen_modes or grid.frozen_modes):
-                cases.append(
+            for mech, mode in itertools.product(mechanisms, modes):
+                part.cases.append(
                     dataclasses.replace(
                         base,
                         pattern=pattern,
@@ -411,21 +568,52 @@ def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> Sweep:
                         frozen_mode=mode,
                     )
                 )
-    return Sweep(cases, skips, folded)
+    reason = get_family(grid.model).unavailable()
+    if reason is not None:  # a visible skip per case, never an import error
+        part.skips[:0] = [Skip(c.id, reason) for c in part.cases]
+        part.cases = []
+    return part
 
 
 def generate(profile: Profile, filters: Filters) -> Sweep:
-    """All cases of ``profile`` narrowed by ``filters``, deduplicated, in a stable order."""
+    """All cases of ``profile`` narrowed by ``filters``, deduplicated, in a stable order.
+
+    Raises :class:`CaseError` for bad input: a factory that cannot be imported, raises or returns
+    the wrong thing; ``--bench-freeze`` globs that match nothing (or everything) in every model
+    they were tried on; model 'factory' without a factory.
+    """
     cases: dict[Case, None] = {}
     skips: dict[Skip, None] = {}
     folded: set[tuple[Case, str, str]] = set()
+    models = filters.models or (("factory",) if filters.factory else None)
+    if filters.factory and models is not None and "factory" not in models:
+        raise CaseError(
+            f"--bench-model-factory={filters.factory!r} with --bench-model={','.join(models)!r}: "
+            "add 'factory' to --bench-model to run it"
+        )
+    names_errors: list[CaseError] = []
+    names_ok = False
     for grid in profile.grids:
-        if filters.models is not None and grid.model not in filters.models:
+        if models is not None and grid.model not in models:
             continue
+        if grid.model == "factory" and not (filters.factory or grid.factory):
+            continue  # a template for --bench-model-factory
         part = _grid_cases(grid, profile, filters)
         cases.update(dict.fromkeys(part.cases))
         skips.update(dict.fromkeys(part.skips))
         folded |= part.folded
+        if part.names_error is not None:
+            names_errors.append(part.names_error)
+        elif part.names_tried:
+            names_ok = True
+    if names_errors and not names_ok:
+        raise names_errors[0]
+    own = any(g.model == "factory" and g.factory for g in profile.grids)
+    if models is not None and "factory" in models and not (filters.factory or own):
+        raise CaseError(
+            f"model 'factory' needs --bench-model-factory MODULE:FUNCTION (profile "
+            f"{profile.name!r} has no factory of its own)"
+        )
     return Sweep(list(cases), list(skips), folded)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -13,7 +14,14 @@ from .mechanisms import FreezePlan, Mechanism, get_mechanism
 from .mechanisms.base import Uninstall
 from .spec import Case
 
-__all__ = ["Workload", "build_optimizer", "build_workload"]
+__all__ = [
+    "Workload",
+    "build_optimizer",
+    "build_workload",
+    "freeze_plan",
+    "freeze_summary",
+    "skeleton",
+]
 
 LEARNING_RATE = 1e-3
 WEIGHT_DECAY = 1e-2
@@ -101,6 +109,36 @@ def _batch(built: Built, seed: int, device: torch.device) -> tuple[Inputs, Tenso
     return inputs_to(inputs, device, getattr(torch, built.case.dtype)), targets.to(device)
 
 
+def freeze_plan(case: Case, built: Built) -> FreezePlan:
+    """``case``'s freeze plan on ``built``: its frozen blocks, or its ``--bench-freeze`` globs."""
+    return FreezePlan(built.model, built.blocks, frozenset(case.frozen_blocks), case.freeze)
+
+
+def skeleton(case: Case) -> Built:
+    """``case``'s model and blocks on the meta device (no storage; built anew at each call and
+    kept by nobody, so that nothing of a case outlives it)."""
+    return families.build(case.baseline(), meta=True)
+
+
+def freeze_summary(case: Case) -> dict[str, Any]:
+    """What ``case`` freezes, read from its model's skeleton on the meta device (no storage, no
+    seeding): the record fields ``n_blocks``, ``frozen_param_names`` (frozen parameter tensors,
+    a tied one once), ``frozen_modules`` (the module names a module-level mechanism wraps, else
+    ``None``) and ``tied_frozen`` (frozen parameters a module outside the frozen ones uses too).
+    Values that cannot be had (the model does not build) are ``None``; never raises."""
+    out: dict[str, Any] = dict.fromkeys(("frozen_param_names", "frozen_modules", "tied_frozen"))
+    try:
+        out["n_blocks"] = case.n_blocks
+        plan = freeze_plan(case, skeleton(case))
+        out["frozen_param_names"] = len(plan.frozen_params())
+        out["tied_frozen"] = plan.tied_frozen()
+        if get_mechanism(case.mechanism).module_level:
+            out["frozen_modules"] = [name for name, _ in plan.frozen_modules()]
+    except Exception:  # the case's own passes will fail and say why
+        out.setdefault("n_blocks", None)
+    return out
+
+
 def build_workload(case: Case, *, batch_seed: int | None = None) -> Workload:
     """Build ``case``'s model, apply its mechanism and frozen mode, make optimizer and batch
     (drawn with ``batch_seed``, by default ``case.seed + 1``).
@@ -110,7 +148,7 @@ def build_workload(case: Case, *, batch_seed: int | None = None) -> Workload:
     device = devices.resolve(case.device)
     devices.pin_threads(case.threads)
     built = families.build(case)
-    plan = FreezePlan(built.model, built.blocks, frozenset(case.frozen_blocks))
+    plan = freeze_plan(case, built)
     mechanism = get_mechanism(case.mechanism)
     trainable = mechanism.prepare(plan)
     uninstall = mechanism.install(plan)

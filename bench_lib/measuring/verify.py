@@ -35,7 +35,7 @@ from .devices import DeviceUnavailable
 from .families.base import Built, Inputs, call_model
 from .mechanisms import FreezePlan
 from .spec import Case
-from .training import Workload, build_workload
+from .training import Workload, build_workload, freeze_plan
 
 __all__ = ["CHECK_STEPS", "GRAD_RTOL", "VERDICTS", "Verdict", "check_case"]
 
@@ -121,7 +121,7 @@ def _check(case: Case, steps: int) -> Verdict:
     for _ in range(w.mechanism.warm_steps):
         w.step()
     ref = families.build(case.baseline())
-    FreezePlan(ref.model, ref.blocks, w.frozen).set_mode(case.frozen_mode)
+    freeze_plan(case, ref).set_mode(case.frozen_mode)
     intended = w.trainable_intended
     frozen_ids = {id(p) for p in w.frozen_params}
     frozen_named = {n: p for n, p in w.model.named_parameters() if id(p) in frozen_ids}

@@ -2,7 +2,8 @@
 
 Every module of this package is imported and each :class:`~.base.Family` object it defines
 is registered: a family joins by adding a module. :func:`build` turns a case into its model
-and blocks.
+and blocks; ``build(case, meta=True)`` builds its skeleton on the meta device (parameters
+without storage), enough to read names and structure at plan time at no cost.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from ..registry import discover
 from ..spec import Case, CaseError
 from .base import Built, Family
 
-__all__ = ["FAMILIES", "build", "family_size", "get_family"]
+__all__ = ["FAMILIES", "build", "family_size", "family_sizes", "get_family"]
 
 FAMILIES: dict[str, Family] = discover(__name__, Family)
 
@@ -32,17 +33,36 @@ def family_size(case: Case, key: str) -> int | None:
     return family.size(case, key) if key in family.sizes else None
 
 
-def build(case: Case) -> Built:
+def _skeleton(family: Family, case: Case) -> torch.nn.Module:
+    try:
+        with torch.device("meta"):
+            return family.model(case)
+    except Exception:  # a model that cannot be built on meta (a user's factory): build it
+        return family.model(case)
+
+
+def family_sizes(case: Case) -> dict[str, int]:
+    """Every family-specific size of ``case`` (``Case.extra`` over the family's defaults)."""
+    family = get_family(case.model)
+    return {key: family.size(case, key) for key in family.sizes}
+
+
+def build(case: Case, *, meta: bool = False) -> Built:
     """Build ``case``'s model (seeded with ``case.seed``) on its device and dtype, in train mode,
-    with its blocks.
+    with its blocks; with ``meta``, on the meta device (unseeded, no storage: for names and
+    structure only; on the CPU where the model cannot be built on meta).
 
     Raises ``ValueError`` when the family's blocks are not :meth:`~.base.Family.num_blocks`
     distinct submodules of the model.
     """
     family = get_family(case.model)
-    torch.manual_seed(case.seed)
-    model = family.model(case)
-    model.to(device=torch.device(case.device), dtype=getattr(torch, case.dtype)).train()
+    if meta:
+        model = _skeleton(family, case)
+    else:
+        torch.manual_seed(case.seed)
+        model = family.model(case)
+        model.to(device=torch.device(case.device), dtype=getattr(torch, case.dtype))
+    model.train()
     blocks = tuple(
         (names,) if isinstance(names, str) else tuple(names) for names in family.blocks(case, model)
     )

@@ -10,8 +10,11 @@ gives
 * a seeded batch maker: a ``torch.Generator`` in, ``(inputs, targets)`` on the CPU out, the
   inputs a tensor, a tuple of tensors (positional arguments) or a dict of tensors (keywords);
 * the loss ``(output, targets) -> scalar``;
-* the family-specific sizes it reads from ``Case.extra`` (``seq_len``, ``image_size``), with
-  their defaults, and the number of blocks a case has.
+* the family-specific sizes it reads from ``Case.extra`` (``seq_len``, ``image_size``, ...), with
+  their defaults, and the number of blocks a case has, computed from the case alone (patterns
+  resolve against it when the sweep is planned, before any model is built);
+* why it cannot run on this machine, if it cannot (a missing optional dependency): its cases
+  are then visible skips.
 
 Dropout must be 0 (or absent): the validity checks compare gradients between runs.
 """
@@ -75,8 +78,13 @@ class Family:
         return case.option(key, self.sizes[key])
 
     def num_blocks(self, case: Case) -> int:
-        """How many freezable blocks ``case``'s model has (patterns resolve against it)."""
+        """How many freezable blocks ``case``'s model has (patterns resolve against it). Cheap:
+        computed from the case's sizes, without building the model."""
         return case.depth
+
+    def unavailable(self) -> str | None:
+        """``None`` when the family can build its models here, else why not (with the fix)."""
+        return None
 
     def model(self, case: Case) -> nn.Module:
         """A fresh model for ``case`` on the CPU, in torch's default dtype."""
@@ -90,8 +98,9 @@ class Family:
         """``(inputs, targets)`` on the CPU, drawn from ``gen`` only."""
         raise NotImplementedError
 
-    def loss(self, output: Any, targets: Tensor) -> Tensor:
-        """The scalar loss of ``output`` against ``targets`` (default: :func:`default_loss`)."""
+    def loss(self, case: Case, output: Any, targets: Tensor) -> Tensor:
+        """The scalar loss of ``case``'s ``output`` against ``targets`` (default:
+        :func:`default_loss`)."""
         return default_loss(output, targets)
 
 
@@ -109,7 +118,7 @@ class Built:
         return self.family.batch(self.case, gen)
 
     def loss(self, output: Any, targets: Tensor) -> Tensor:
-        return self.family.loss(output, targets)
+        return self.family.loss(self.case, output, targets)
 
 
 def inputs_to(inputs: Inputs, device: torch.device, dtype: torch.dtype) -> Inputs:

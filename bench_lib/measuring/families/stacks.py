@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..spec import Case
 from .base import Batch, Family
 
-__all__ = ["NUM_CLASSES", "Stack", "StackFamily"]
+__all__ = ["NUM_CLASSES", "Stack", "StackFamily", "attention_heads"]
 
 NUM_CLASSES = 10
 
@@ -64,7 +64,9 @@ class StackFamily(Family):
         return x, y
 
 
-def _heads(width: int) -> int:
+def attention_heads(width: int) -> int:
+    """Attention heads for ``width``: 8, 4 or 2 where each head keeps 16 features or more, else
+    1."""
     for h in (8, 4, 2):
         if width % h == 0 and width // h >= 16:
             return h
@@ -73,7 +75,7 @@ def _heads(width: int) -> int:
 
 def _encoder_layer(width: int) -> nn.Module:
     return nn.TransformerEncoderLayer(
-        width, _heads(width), dim_feedforward=4 * width, dropout=0.0, batch_first=True
+        width, attention_heads(width), dim_feedforward=4 * width, dropout=0.0, batch_first=True
     )
 
 

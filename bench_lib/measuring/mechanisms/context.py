@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import FreezePlan, Mechanism, Uninstall
+from ..spec import CaseError
+from .base import FreezePlan, Mechanism, Uninstall, uncovered_reason
 
 __all__ = ["ContextMechanism", "InferenceMode", "NoGrad", "clone_tensors", "wrap_forward"]
 
@@ -85,7 +86,10 @@ def wrap_forward(
 
 class ContextMechanism(Mechanism):
     """Frozen block modules run under :meth:`context`; :meth:`leave` converts their output
-    outside it. Only the unfrozen parameters go to the optimizer."""
+    outside it. Only the unfrozen parameters go to the optimizer. Raises :class:`CaseError` for
+    a plan whose frozen parameters are not all inside frozen modules (``*.bias`` globs)."""
+
+    module_level = True
 
     def context(self) -> contextlib.AbstractContextManager[object]:
         raise NotImplementedError
@@ -94,6 +98,8 @@ class ContextMechanism(Mechanism):
         return out
 
     def install(self, plan: FreezePlan) -> Uninstall:
+        if plan.uncovered():
+            raise CaseError(uncovered_reason(self.name, plan.uncovered()))
         removers = [wrap_forward(m, self.context, self.leave) for _, m in plan.frozen_modules()]
 
         def uninstall() -> None:
