@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..record import FIELDS
-from ..vocab import MECHANISMS, PATTERNS
+from ..vocab import MECHANISMS, PATTERN_CHOICES
 from .reading import KNOWN_SCHEMA_VERSIONS, Entry, InputError, Run, load_run, load_runs
 
 __all__ = [
@@ -77,6 +77,14 @@ OPTIONAL_FIELDS: tuple[str, ...] = (
     "foreign_bytes",
     "workspace_bytes",
     "pass_seconds",
+    # Real models, factories and freezing by name.
+    "factory",
+    "n_blocks",
+    "family_sizes",
+    "freeze_globs",
+    "frozen_param_names",
+    "frozen_modules",
+    "tied_frozen",
 )
 
 #: ``machine_info`` keys copied into ``machine_<key>`` columns (absent ones are null).
@@ -114,10 +122,13 @@ _STATS_COLUMNS: dict[str, str] = {
 }
 
 #: The axes that identify a case inside one run (what ``case_id`` encodes, field by field).
-#: ``seq_len`` and ``image_size`` are family sizes that a Case carries too.
+#: ``seq_len`` and ``image_size`` are family sizes that a Case carries too (``family_sizes``
+#: is not an axis: files before it lack it, and comparisons across versions must still match);
+#: ``factory`` tells two factory models apart, and ``freeze_globs`` two ``names`` patterns.
 IDENTITY_AXES: tuple[str, ...] = (
     "scenario",
     "model",
+    "factory",
     "depth",
     "width",
     "batch_size",
@@ -125,6 +136,7 @@ IDENTITY_AXES: tuple[str, ...] = (
     "image_size",
     "pattern",
     "frozen_blocks",
+    "freeze_globs",
     "mechanism",
     "frozen_mode",
     "optimizer",
@@ -136,7 +148,13 @@ IDENTITY_AXES: tuple[str, ...] = (
 
 #: The identity axes that say what is frozen and how; every other axis is shared with the
 #: case's baseline.
-FREEZE_AXES: tuple[str, ...] = ("pattern", "frozen_blocks", "mechanism", "frozen_mode")
+FREEZE_AXES: tuple[str, ...] = (
+    "pattern",
+    "frozen_blocks",
+    "freeze_globs",
+    "mechanism",
+    "frozen_mode",
+)
 
 #: The fields that make a case's baseline (in the same file): same everything, nothing frozen.
 BASELINE_KEY: tuple[str, ...] = (
@@ -295,7 +313,7 @@ def mechanism_order(names: Iterable[str]) -> list[str]:
 
 
 def pattern_order(names: Iterable[str]) -> list[str]:
-    return order_names(names, PATTERNS)
+    return order_names(names, PATTERN_CHOICES)
 
 
 # ---------------------------------------------------------------------------- the tidy table
@@ -356,7 +374,9 @@ def _key_tuple(row: Mapping[str, Any], columns: Sequence[str]) -> tuple[Any, ...
 
 
 def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
 
 
 def setup_key(row: Mapping[str, Any], columns: Sequence[str] = BASELINE_KEY) -> tuple[Any, ...]:
