@@ -31,6 +31,10 @@ from bench_lib.measuring.sweep import (
     shard,
 )
 from bench_lib.vocab import (
+    ADAPTERS,
+    AMPS,
+    CHECKPOINTS,
+    COMPILES,
     DEVICES,
     DTYPES,
     FROZEN_MODES,
@@ -53,6 +57,11 @@ _LIST_OPTIONS: tuple[tuple[str, str, tuple[str, ...] | None, str], ...] = (
     ("--bench-dtype", "dtypes", DTYPES, "dtypes"),
     ("--bench-threads", "threads", None, "torch intra-op thread counts"),
     ("--bench-frozen-mode", "frozen_modes", FROZEN_MODES, "modes of the frozen blocks"),
+    ("--bench-amp", "amps", AMPS, "autocast around forward and loss (float32 parameters)"),
+    ("--bench-compile", "compiles", COMPILES, "torch.compile of the step's forward and loss"),
+    ("--bench-checkpoint", "checkpoints", CHECKPOINTS, "activation checkpointing of blocks"),
+    ("--bench-adapter", "adapters", ADAPTERS, "adapters on the trainable blocks (peft)"),
+    ("--bench-lora-rank", "lora_ranks", None, "LoRA ranks (with --bench-adapter lora)"),
 )
 
 

@@ -95,6 +95,17 @@ FIELDS: dict[str, Field] = {
     "dtype": Field("-", "parameter and activation dtype"),
     "threads": Field("threads", "torch intra-op threads in force during the case"),
     "seed": Field("-", "seed of the model initialisation; the batch uses seed + 1"),
+    "amp": Field(
+        "-",
+        "`none`, or the autocast dtype around forward and loss (`bf16`, `fp16`), float32 "
+        "parameters and optimizer",
+    ),
+    "compile": Field("-", "`on` when the step's forward and loss run through torch.compile"),
+    "checkpoint": Field(
+        "-", "`on` when the trainable blocks run under non-reentrant activation checkpointing"
+    ),
+    "adapter": Field("-", "`none`, or `lora` (peft) on the blocks the pattern leaves trainable"),
+    "lora_rank": Field("-", "the LoRA rank", "adapter is `none`"),
     "gc_enabled": Field("bool", "whether Python's garbage collector was enabled while timing"),
     "warmup_rounds": Field("steps", "untimed steps before the timed rounds"),
     "rounds": Field("steps", "timed steps (pytest-benchmark rounds of one iteration each)"),
@@ -130,11 +141,30 @@ FIELDS: dict[str, Field] = {
     "optimizer_state_bytes": Field("bytes", "optimizer state after one step"),
     "saved_activation_bytes": Field(
         "bytes",
-        "tensors saved for backward in the forward pass, parameters excluded, storages once",
+        "tensors saved for backward in the forward pass, parameters excluded, storages once "
+        "(autocast's weight copies excluded; a compiled case: what its compiled graph saves; "
+        "checkpointing: the checkpointed blocks' inputs)",
     ),
-    "trainable_params": Field("elements", "parameters that should train (unfrozen blocks, head)"),
+    "autocast_weight_bytes": Field(
+        "bytes",
+        "low-precision copies of parameters that autocast made and backward keeps (saved "
+        "tensors holding a parameter's elements cast to the autocast dtype); 0 without autocast",
+        "not measured (the case failed before its memory pass, or a run before this field)",
+    ),
+    "trainable_params": Field(
+        "elements",
+        "parameters that should train (unfrozen blocks, head; with an adapter: the adapters and "
+        "what is outside the blocks)",
+    ),
     "frozen_params": Field(
-        "elements", "parameters in frozen blocks, or matched by the globs (tied ones once)"
+        "elements",
+        "parameters in frozen blocks, or matched by the globs (tied ones once); with an adapter "
+        "not the adapted blocks' base weights",
+    ),
+    "adapter_params": Field(
+        "elements",
+        "elements of the adapter tensors (LoRA's A and B; peft's trainable count less the head)",
+        "adapter is `none`, or the model could not be built",
     ),
     "frozen_param_names": Field(
         "tensors",
@@ -161,6 +191,26 @@ FIELDS: dict[str, Field] = {
     "time_ratio_ci_high": Field("ratio", "upper end of that interval", "pairs < 6"),
     "ratio_pairs": Field("pairs", "number of interleaved baseline/case pairs"),
     "ratio_samples": Field("list of ratio", "every pair's ratio, in the order measured"),
+    "axis_twin": Field(
+        "-",
+        "the step axes the case sets (`amp`, `compile`, `checkpoint`, joined by `+`): its axis "
+        "twin is the same case with them at their defaults",
+        "every step axis is at its default",
+    ),
+    "axis_twin_ratio": Field(
+        "ratio",
+        "median of case/axis-twin step-time ratios over interleaved pairs (as many as "
+        "ratio_pairs): what the step axes cost or save on this case",
+        "every step axis is at its default, or the case failed before this pass",
+    ),
+    "axis_twin_ratio_ci_low": Field(
+        "ratio",
+        "lower end of the 95% interval of that median",
+        "axis_twin_ratio is null, or pairs < 6",
+    ),
+    "axis_twin_ratio_ci_high": Field(
+        "ratio", "upper end of that interval", "axis_twin_ratio is null, or pairs < 6"
+    ),
     "valid": Field("bool", "the mechanism is correct for the pattern (verdict is `ok`)"),
     "verdict": Field(
         "-",
@@ -184,6 +234,32 @@ FIELDS: dict[str, Field] = {
     "backward_s": Field("s", "median backward time, instrumented pass", "not run"),
     "optimizer_s": Field("s", "median optimizer-step time, instrumented pass", "not run"),
     "phase_reps": Field("steps", "steps of the instrumented phase pass", "not run"),
+    "compile_s": Field(
+        "s",
+        "how much longer the case's first steps took than a steady step (dynamo, AOTAutograd, "
+        "inductor), outside the timed rounds; the validity check compiled the same function on "
+        "its own model just before, so inductor's caches are warm",
+        "compile is `off`, or the case failed before its timed rounds",
+    ),
+    "compiled_frames": Field(
+        "frames",
+        "frames dynamo compiled during the case's first steps and timed rounds (growth of "
+        "counters['frames']['ok']; recompiles and frames after graph breaks included); 0 is an "
+        "error",
+        "compile is `off`, or the case failed before its timed rounds",
+    ),
+    "graph_breaks": Field(
+        "breaks",
+        "graph breaks in that window (growth of the sum of counters['graph_break'])",
+        "compile is `off`, or the case failed before its timed rounds",
+    ),
+    "recompiles": Field(
+        "compiles",
+        "compiles of a frame compiled before in that window (dynamo compile ids `frame/n` with "
+        "n > 0, from torch._dynamo.callback's start callbacks: torch has no recompile counter); "
+        "hitting dynamo's recompile limit is an error",
+        "compile is `off`, or the case failed before its timed rounds",
+    ),
     "pass_seconds": Field(
         "mapping of s",
         "wall seconds of each pass of the case (validity, build, calibration, timed, "

@@ -8,6 +8,10 @@ side orders and labels table rows with it, without importing torch.
 from __future__ import annotations
 
 __all__ = [
+    "ADAPTERS",
+    "AMPS",
+    "CHECKPOINTS",
+    "COMPILES",
     "DEVICES",
     "DTYPES",
     "FROZEN_MODES",
@@ -18,6 +22,7 @@ __all__ = [
     "PATTERNS",
     "PATTERN_CHOICES",
     "SCENARIOS",
+    "STEP_AXES",
     "TRAP_MECHANISMS",
 ]
 
@@ -68,3 +73,17 @@ DEVICES: tuple[str, ...] = ("cpu", "cuda")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 FROZEN_MODES: tuple[str, ...] = ("train", "eval")
 SCENARIOS: tuple[str, ...] = ("sweep", "seed")
+
+# Step variants and adapters: each axis's values, its default first. ``Case.baseline()`` keeps
+# amp, compile and checkpoint (a case's ratio is against the same set-up with nothing frozen)
+# and drops the adapter (the baseline is full fine-tuning of the same model).
+AMPS: tuple[str, ...] = ("none", "bf16", "fp16")
+COMPILES: tuple[str, ...] = ("off", "on")
+CHECKPOINTS: tuple[str, ...] = ("off", "on")
+ADAPTERS: tuple[str, ...] = ("none", "lora")
+#: The step axes by record field, with their values (default first).
+STEP_AXES: dict[str, tuple[str, ...]] = {
+    "amp": AMPS,
+    "compile": COMPILES,
+    "checkpoint": CHECKPOINTS,
+}

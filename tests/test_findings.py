@@ -81,6 +81,12 @@ def test_every_finding_is_registered_in_order() -> None:
         "seed",
         "flops",
         "traps",
+        "lora_vs_prefix",
+        "lora_no_grad",
+        "lora_rank",
+        "step_savings",
+        "compile_recompiles",
+        "checkpoint_cost",
     ]
     assert set(names) <= set(REGISTRY)
     for f in findings():

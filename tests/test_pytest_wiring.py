@@ -20,7 +20,8 @@ TINY = [
     "--bench-width", "16", "--bench-batch", "4", "--bench-optimizer", "adamw",
     "--bench-pattern", "none,middle,explicit", "--bench-blocks", "0,2",
     "--bench-mechanism", "no_grad,requires_grad,inference_mode_nocopy",
-    "--bench-pairs", "6", "--bench-time", "0.01",
+    "--bench-adapter", "none", "--bench-compile", "off",
+    "--bench-pairs", "6", "--bench-time", "0.01",  # last: TINY[:-4] drops them
 ]  # fmt: skip
 
 
@@ -144,6 +145,10 @@ def test_cuda_cases_skip_with_the_reason_when_cuda_is_absent(tmp_path: Path) -> 
         ),
         (["--bench-depth", "0"], "--bench-depth='0': 0 must be >= 1"),
         (["--bench-depth", "4,x"], "--bench-depth='4,x': 'x' is not an integer"),
+        (["--bench-lora-rank", "0"], "--bench-lora-rank='0': 0 must be >= 1"),
+        (["--bench-amp", "fp8"], "--bench-amp='fp8' is not one of: none, bf16, fp16"),
+        (["--bench-compile", "yes"], "--bench-compile='yes' is not one of: off, on"),
+        (["--bench-checkpoint", "all"], "--bench-checkpoint='all' is not one of: off, on"),
         (["--bench-model", ""], "--bench-model='' is empty"),
         (["--bench-blocks", "1,9", "--bench-model", "mlp"], "index 9 is out of range for depth="),
         (["--bench-shard", "3/2"], "shard 3/2: need 0 <= index < count"),

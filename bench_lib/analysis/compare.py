@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .results import IDENTITY_AXES, is_missing
+from .results import IDENTITY_AXES, is_baseline_row, is_missing
 
 __all__ = [
     "ALPHA",
@@ -169,7 +169,7 @@ class Comparison:
         same."""
         if not len(self.table):
             return []
-        rows = self.table[self.table["mechanism"] == "none"]
+        rows = self.table[[is_baseline_row(r) for r in self.table.to_dict("records")]]
         return [float(v) for v in rows["median_ratio"] if not is_missing(v)]
 
     def counts(self) -> dict[str, int]:
@@ -219,7 +219,7 @@ RATIO_CHANGES: dict[str, str] = {
 def _ratio_change(row_b: pd.Series, row_n: pd.Series) -> str:
     lo_b, hi_b = row_b["time_ratio_ci_low"], row_b["time_ratio_ci_high"]
     lo_n, hi_n = row_n["time_ratio_ci_low"], row_n["time_ratio_ci_high"]
-    if row_b["mechanism"] == "none" or any(is_missing(v) for v in (lo_b, hi_b, lo_n, hi_n)):
+    if is_baseline_row(row_b.to_dict()) or any(is_missing(v) for v in (lo_b, hi_b, lo_n, hi_n)):
         return "no interval"
     if float(hi_n) < float(lo_b):
         return "lower"
@@ -248,7 +248,7 @@ def _ratio(num: Any, den: Any) -> float:
     return float(num) / float(den)
 
 
-_CARRIED_AXES = ("scenario", "model", "depth", "pattern", "frozen_blocks", "mechanism")
+_CARRIED_AXES = ("scenario", "model", "depth", "pattern", "frozen_blocks", "mechanism", "adapter")
 
 
 def compare(

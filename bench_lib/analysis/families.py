@@ -22,7 +22,7 @@ from .format import (
     verdict_label,
 )
 from .ranking import candidates, is_trap, tied, trap_notes
-from .results import is_missing, mechanism_order, pattern_label_order
+from .results import has_adapter, is_missing, mechanism_order, pattern_label_order
 from .setups import blocks, setup_columns, setup_slug, setup_title, setups
 
 __all__ = ["best_valid", "families", "overview_cell", "setup_tables"]
@@ -169,8 +169,17 @@ def _figures(
 
 
 def families(frame: pd.DataFrame) -> tuple[list[str], dict[str, Figure]]:
-    """The section's lines and its figures by file name."""
+    """The section's lines and its figures by file name. LoRA cases are left out (their own
+    sections compare them; here a mechanism's cell would mix them with plain freezing)."""
     lines = ["## Results by model family", ""]
+    adapted = frame[[has_adapter(r) for r in frame.to_dict("records")]]
+    if len(adapted):
+        frame = frame.drop(adapted.index)
+        lines += [
+            f"{len(adapted)} LoRA cases are left out of these tables and figures: the LoRA "
+            "sections of the answers give them.",
+            "",
+        ]
     seen = [v for v in VERDICT_MEANINGS if (frame["verdict"] == v).any()]
     seen += sorted({str(v) for v in frame["verdict"].dropna()} - set(VERDICT_MEANINGS))
     if seen:

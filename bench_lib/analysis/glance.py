@@ -10,7 +10,7 @@ from .findings import Facts, Finding
 from .format import NOT_MEASURED, Row, table
 from .header import foreign_line
 from .ranking import cheapest
-from .results import order_names, pattern_order
+from .results import has_adapter, has_step_axis, order_names, pattern_order
 
 __all__ = ["at_a_glance", "family_pattern_table"]
 
@@ -23,8 +23,12 @@ def _key(f: Facts, row: Row) -> tuple[str, str]:
 def family_pattern_table(f: Facts) -> list[str]:
     """Per model family (and scope) and pattern: the valid, non-trap mechanism with the lowest
     median time ratio over the family's cases of that pattern, with its time and peak-memory
-    ratios to the baseline (:func:`bench_lib.analysis.ranking.cheapest`)."""
-    rows = [r for r in f.ok if r["mechanism"] != "none"]
+    ratios to the baseline (:func:`bench_lib.analysis.ranking.cheapest`). LoRA cases and
+    cases with a step axis (autocast, compile, checkpointing) are left out (their own findings
+    compare them)."""
+    rows = [
+        r for r in f.ok if r["mechanism"] != "none" and not has_adapter(r) and not has_step_axis(r)
+    ]
     if not rows:
         return []
     models = order_names((r["model"] for r in rows), MODELS)

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from .format import Row, code, date, fmt_bytes, fmt_ratio, plural, records, table, values
-from .results import NOISE_THRESHOLD, TIMES, Run, is_missing
+from .results import NOISE_THRESHOLD, TIMES, Run, is_baseline_row, is_missing
 
 __all__ = [
     "FOREIGN_LIMIT_CPU",
@@ -186,7 +186,7 @@ def noise(frame: pd.DataFrame) -> list[str]:
             f" and {len(noisy) - 8} more." if len(noisy) > 8 else "."
         )
     lines = [text, ""]
-    bases = [r for r in ok if r["mechanism"] == "none" and not is_missing(r.get("time_ratio"))]
+    bases = [r for r in ok if is_baseline_row(r) and not is_missing(r.get("time_ratio"))]
     if bases:
         ratios = values(bases, "time_ratio")
         lines += [

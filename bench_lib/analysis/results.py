@@ -26,10 +26,11 @@ import numpy as np
 import pandas as pd
 
 from ..record import FIELDS
-from ..vocab import MECHANISMS, PATTERN_CHOICES
+from ..vocab import MECHANISMS, PATTERN_CHOICES, STEP_AXES
 from .reading import KNOWN_SCHEMA_VERSIONS, Entry, InputError, Run, load_run, load_runs
 
 __all__ = [
+    "AXIS_DEFAULTS",
     "BASELINE_KEY",
     "BYTE_UNITS",
     "COLUMNS",
@@ -45,6 +46,9 @@ __all__ = [
     "Entry",
     "InputError",
     "Run",
+    "has_adapter",
+    "has_step_axis",
+    "is_baseline_row",
     "is_missing",
     "load_run",
     "load_runs",
@@ -58,6 +62,14 @@ __all__ = [
     "table_csv",
     "tidy",
 ]
+
+#: Values of the axes that files written before them lack: such a file ran the default.
+AXIS_DEFAULTS: dict[str, Any] = {
+    "amp": "none",
+    "compile": "off",
+    "checkpoint": "off",
+    "adapter": "none",
+}
 
 #: Record fields that files written before they existed lack. A missing one becomes a null
 #: column, and renderers say "not measured in this run" instead of failing.
@@ -85,6 +97,20 @@ OPTIONAL_FIELDS: tuple[str, ...] = (
     "frozen_param_names",
     "frozen_modules",
     "tied_frozen",
+    # Step axes and adapters.
+    *AXIS_DEFAULTS,
+    "lora_rank",
+    "adapter_params",
+    # What the step axes did: autocast's weight copies, the axis twin, dynamo's counts.
+    "autocast_weight_bytes",
+    "axis_twin",
+    "axis_twin_ratio",
+    "axis_twin_ratio_ci_low",
+    "axis_twin_ratio_ci_high",
+    "compile_s",
+    "compiled_frames",
+    "graph_breaks",
+    "recompiles",
 )
 
 #: ``machine_info`` keys copied into ``machine_<key>`` columns (absent ones are null).
@@ -144,7 +170,13 @@ IDENTITY_AXES: tuple[str, ...] = (
     "dtype",
     "threads",
     "seed",
+    "amp",
+    "compile",
+    "checkpoint",
+    "adapter",
+    "lora_rank",
 )
+
 
 #: The identity axes that say what is frozen and how; every other axis is shared with the
 #: case's baseline.
@@ -154,6 +186,8 @@ FREEZE_AXES: tuple[str, ...] = (
     "freeze_globs",
     "mechanism",
     "frozen_mode",
+    "adapter",
+    "lora_rank",
 )
 
 #: The fields that make a case's baseline (in the same file): same everything, nothing frozen.
@@ -379,6 +413,30 @@ def _hashable(value: Any) -> Any:
     return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
 
 
+def is_baseline_row(row: Mapping[Any, Any]) -> bool:
+    """Nothing frozen and no adapter (LoRA with pattern ``none`` is a case, not a baseline)."""
+    return (
+        row.get("mechanism") == "none"
+        and row.get("pattern") == "none"
+        and row.get("adapter") in (None, "none")
+    )
+
+
+def has_adapter(row: Mapping[Any, Any]) -> bool:
+    """The case trains an adapter (LoRA): the findings about freezing mechanisms leave it out."""
+    adapter = row.get("adapter")
+    return not is_missing(adapter) and adapter != "none"
+
+
+def has_step_axis(row: Mapping[Any, Any]) -> bool:
+    """The case sets a step axis (autocast, compile, checkpointing): the findings about eager
+    float32 steps leave it out, the step axes' findings take it."""
+    return any(
+        not is_missing(row.get(axis)) and row.get(axis) != values[0]
+        for axis, values in STEP_AXES.items()
+    )
+
+
 def setup_key(row: Mapping[str, Any], columns: Sequence[str] = BASELINE_KEY) -> tuple[Any, ...]:
     """The values of ``columns`` in ``row`` as a hashable tuple (nulls as None, lists as tuples)."""
     return _key_tuple(row, columns)
@@ -401,6 +459,9 @@ def tidy(runs: Sequence[Run]) -> pd.DataFrame:
     columns = list(dict.fromkeys(fixed + extra))
     records = [{c: r.get(c) for c in columns} for r in rows]
     for r in records:
+        for axis, default in AXIS_DEFAULTS.items():
+            if is_missing(r.get(axis)):
+                r[axis] = default
         r["validity"] = _validity(r)
         r["pattern_label"] = pattern_label(r)
         width = _ci_width(r)
@@ -408,7 +469,7 @@ def tidy(runs: Sequence[Run]) -> pd.DataFrame:
         r["noisy"] = r["status"] == "ok" and not (width <= NOISE_THRESHOLD)
     baselines: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in records:
-        if r.get("mechanism") == "none" and r.get("pattern") == "none" and r["status"] == "ok":
+        if is_baseline_row(r) and r["status"] == "ok":
             baselines.setdefault(setup_key(r), r)
     for r in records:
         base = baselines.get(setup_key(r))

@@ -37,6 +37,18 @@ def setups(frame: pd.DataFrame) -> list[tuple[tuple[Any, ...], list[Row]]]:
     return list(groups.items())
 
 
+def _step_axes(row: Row) -> list[tuple[str, str]]:
+    """The step axes ``row`` sets, as (title, slug) pairs: ``("autocast bf16", "amp_bf16")``."""
+    out = []
+    if row.get("amp") not in ("none", None):
+        out.append((f"autocast {row['amp']}", f"amp_{row['amp']}"))
+    if row.get("compile") == "on":
+        out.append(("compiled", "compiled"))
+    if row.get("checkpoint") == "on":
+        out.append(("checkpointed", "ckpt"))
+    return out
+
+
 def setup_title(row: Row, with_source: bool = False) -> str:
     parts = [("seed scenario: " if row.get("scenario") == "seed" else "") + str(row["model"])]
     parts += [f"width {row['width']}", f"batch {row['batch_size']}"]
@@ -48,6 +60,7 @@ def setup_title(row: Row, with_source: bool = False) -> str:
     parts.append(plural(int(row["threads"]), "thread"))
     if row.get("seed") not in (0, None):
         parts.append(f"seed {row['seed']}")
+    parts += [title for title, _ in _step_axes(row)]
     if with_source:
         parts.append(str(row["source_label"]))
     return " · ".join(parts)
@@ -66,6 +79,7 @@ def setup_slug(row: Row, with_source: bool = False) -> str:
     parts += [str(row["optimizer"]), str(row["device"]), str(row["dtype"]), f"t{row['threads']}"]
     if row.get("seed") not in (0, None):
         parts.append(f"seed{row['seed']}")
+    parts += [fragment for _, fragment in _step_axes(row)]
     if with_source:
         parts.append(str(row["source_label"]))
     return slug("-".join(p for p in parts if p))

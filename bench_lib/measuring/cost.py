@@ -131,12 +131,14 @@ def count_step_flops(w: Workload) -> StepFlops:
     """FLOPs of the forward pass (loss included) and of the backward pass of one step of ``w``.
 
     Leaves ``w``'s gradients as a step would (they are released by the next ``zero_grad``); does
-    not step the optimizer.
+    not step the optimizer. A compiled case is counted on its eager forward (the same arithmetic:
+    inductor fuses kernels and may turn small products into loops that no counter around
+    compiled code would see), under its autocast and checkpoint wrappers.
     """
     w.mechanism.zero_grad(w)
     recorder = _OpRecorder()
     with _counter() as fwd, recorder:
-        loss = w.forward_loss()
+        loss = w.forward_loss(eager=True)
     with _counter() as bwd, recorder:
         w.mechanism.backward(loss, w.trainable)
     known = set(flop_counter.flop_registry) | set(CUSTOM_FORMULAS)

@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_leaves
 
 from .training import Workload
+from .variants import AMP_DTYPES
 
 __all__ = [
     "CPU_FOREIGN_SLACK_BYTES",
@@ -115,11 +116,13 @@ class MemoryResult:
 
 
 def _storage_key(t: Tensor) -> tuple[int, int] | None:
+    if getattr(t, "fake_mode", None) is not None:
+        return None  # torch.compile's fake tensors (gc sees them while it compiles): no memory
     try:
         s = t.untyped_storage()
-    except (RuntimeError, NotImplementedError):  # tensors without storage (meta, sparse)
+        return (s.data_ptr(), s.nbytes())
+    except (RuntimeError, NotImplementedError):  # no storage (meta, sparse, functional)
         return None
-    return (s.data_ptr(), s.nbytes())
 
 
 def _storages(tensors: Iterable[Tensor]) -> dict[int, int]:
@@ -253,6 +256,32 @@ class ByteCounts:
     grad_bytes: int
     optimizer_state_bytes: int
     saved_activation_bytes: int
+    autocast_weight_bytes: int
+
+
+def _param_casts(saved: Iterable[Tensor], params: Iterable[Tensor], dtype: torch.dtype) -> set[int]:
+    """Storages (by data pointer) among ``saved`` that hold a parameter cast to ``dtype``: the
+    copies autocast makes of weights (cached for trainable ones, made anew for frozen ones).
+    Identified by content, whatever their layout: a storage of ``dtype`` holding exactly a
+    parameter's elements cast to ``dtype`` (the cast itself in eager mode, a transposed copy
+    that compiled code may keep)."""
+    by_size: dict[int, list[Tensor]] = {}
+    for p in params:
+        if p.is_floating_point() and p.dtype != dtype:
+            by_size.setdefault(p.numel() * dtype.itemsize, []).append(p)
+    found: set[int] = set()
+    with torch.no_grad():
+        for t in saved:
+            key = _storage_key(t)
+            if t.dtype != dtype or key is None or key[0] in found or key[1] not in by_size:
+                continue
+            flat = t.as_strided((key[1] // dtype.itemsize,), (1,), 0)
+            for p in by_size[key[1]]:
+                cast = p.to(dtype).flatten()
+                if torch.equal(flat, cast) or torch.equal(flat.sort().values, cast.sort().values):
+                    found.add(key[0])
+                    break
+    return found
 
 
 def measure_bytes_by_category(w: Workload) -> ByteCounts:
@@ -265,6 +294,12 @@ def measure_bytes_by_category(w: Workload) -> ByteCounts:
     part of the graph before the cut is freed as soon as nothing refers to it, so what it saved
     never reaches backward (and its freed storages' addresses may be reused by later saves,
     which made a count by address alone vary from run to run).
+
+    Under autocast, the low-precision copies of parameters among the saved tensors are counted
+    apart (``autocast_weight_bytes``), not as activations. A compiled case runs its compiled
+    forward here (the hooks are entered around the call, outside the compiled code), so these
+    are the tensors the compiled graph saves; under checkpointing, the inputs each checkpointed
+    block keeps (saved by the checkpoint itself), not what its recomputation will make.
     """
     model_state = {
         k[0] for t in [*w.model.parameters(), *w.model.buffers()] if (k := _storage_key(t))
@@ -286,6 +321,8 @@ def measure_bytes_by_category(w: Workload) -> ByteCounts:
         loss = w.forward_loss()
     alive = [t for ref in packed if (t := ref()) is not None]
     saved = {k: n for k, n in _storages(alive).items() if k not in model_state}
+    dtype = AMP_DTYPES.get(w.case.amp)
+    casts = _param_casts(alive, w.model.parameters(), dtype) if dtype is not None else set()
     del alive
     packed.clear()
     w.backward(loss)
@@ -296,5 +333,6 @@ def measure_bytes_by_category(w: Workload) -> ByteCounts:
         param_bytes=storage_bytes(w.model.parameters()),
         grad_bytes=grad_bytes,
         optimizer_state_bytes=storage_bytes(_optimizer_state(w.optimizer)),
-        saved_activation_bytes=sum(saved.values()),
+        saved_activation_bytes=sum(n for k, n in saved.items() if k not in casts),
+        autocast_weight_bytes=sum(n for k, n in saved.items() if k in casts),
     )

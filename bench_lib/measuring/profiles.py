@@ -7,8 +7,10 @@ the command line's filters into cases.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..vocab import MECHANISMS, PATTERNS, TRAP_MECHANISMS
 from .budget import Budget
@@ -75,6 +77,13 @@ class Grid:
     #: Model 'factory': the factory's ``MODULE:FUNCTION`` (``--bench-model-factory`` replaces
     #: it); a factory grid without one is a template that runs only with a factory given.
     factory: str = ""
+    #: Step axes and adapters (never crossed with each other in a profile: grids of their own).
+    amps: tuple[str, ...] = ("none",)
+    compiles: tuple[str, ...] = ("off",)
+    checkpoints: tuple[str, ...] = ("off",)
+    adapters: tuple[str, ...] = ("none",)
+    #: LoRA ranks, for the grid's ``lora`` adapter values.
+    lora_ranks: tuple[int, ...] = (8,)
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,36 @@ def _glance(model: str, depth: int, width: int, batch: int, **sizes: int) -> lis
     ]  # fmt: skip
 
 
+_RG_NG = ("requires_grad", "no_grad")
+_PM = ("none", "prefix", "middle")
+
+#: The Grid field and value each step axis's grids set (the other axes keep their defaults).
+_AXIS_VALUES: dict[str, tuple[str, str]] = {
+    "amp": ("amps", "bf16"),
+    "compile": ("compiles", "on"),
+    "checkpoint": ("checkpoints", "on"),
+}
+
+
+def _axis(
+    axis: str,
+    model: str,
+    depth: int,
+    width: int,
+    batch: int,
+    patterns: tuple[str, ...],
+    mechanisms: tuple[str, ...] = MAIN_MECHANISMS,
+    **sizes: int,
+) -> Grid:
+    """A grid of its own for one step axis (``amp`` bf16, ``compile`` on or ``checkpoint`` on),
+    at the size of an eager grid of the profile, so that the report sets each case against the
+    same case in eager float32."""
+    grid = Grid(model, (depth,), width, batch, patterns, mechanisms, extra=tuple(sizes.items()))
+    field, value = _AXIS_VALUES[axis]
+    setting: dict[str, Any] = {field: (value,)}
+    return dataclasses.replace(grid, **setting)
+
+
 def _real(model: str, depths: tuple[int, ...], width: int, batch: int, **sizes: int) -> Grid:
     """A transformers family at real sizes: every pattern under the main mechanisms."""
     return Grid(model, depths, width, batch, extra=tuple(sizes.items()))
@@ -134,6 +173,19 @@ def _cpu_real(
                  frozen_modes=("eval",), extra=extra)
         )  # fmt: skip
     return grids
+
+
+def _lora(
+    model: str, depth: int, width: int, batch: int, ranks: tuple[int, ...], **sizes: int
+) -> Grid:
+    """LoRA (peft) on a family at ``ranks``, a grid of its own: on the whole model (pattern
+    none) and on the upper half with the frozen prefix under requires_grad and no_grad. One
+    rank should give about the prefix's trainable count, so that the report can set LoRA
+    against freezing at a matched budget."""
+    return Grid(
+        model, (depth,), width, batch, ("none", "prefix"), ("requires_grad", "no_grad"),
+        extra=tuple(sizes.items()), adapters=("lora",), lora_ranks=ranks,
+    )  # fmt: skip
 
 
 def _family(
@@ -198,11 +250,22 @@ PROFILES: dict[str, Profile] = {
                 extra=(("image_size", 8),),
             ),
             _seed(32, 4, depth=4, seq=16),
+            # The step axes, a grid each: autocast and checkpointing on the transformer, and one
+            # compiled pair on the MLP (inductor's cold start, about 20 s on 2 cores with an
+            # empty cache, is most of what they add; a transformer's graphs take 20 s more).
+            *(
+                _axis(axis, "transformer", 4, 32, 4, ("none", "prefix"), _RG_NG, seq_len=16)
+                for axis in ("amp", "checkpoint")
+            ),
+            _axis("compile", "mlp", 4, 64, 16, ("none", "prefix"), ("requires_grad",)),
             *_glance("resnet", 2, 8, 2, image_size=32),
             *_glance("vit", 2, 32, 2, image_size=16, patch_size=4),
             *_glance("bert", 2, 32, 2, seq_len=16),
             *_glance("gpt2", 2, 32, 2, seq_len=16),
             *_glance("factory", 2, 8, 2, image_size=16),
+            # One LoRA case: rank 16 on the whole MLP trains 8,842 parameters, the frozen
+            # prefix 8,970.
+            Grid("mlp", (4,), 64, 16, ("none",), adapters=("lora",), lora_ranks=(16,)),
             # The U-Net's outer level by name: its first and last blocks.
             Grid(
                 "factory",
@@ -234,8 +297,24 @@ PROFILES: dict[str, Profile] = {
             *_family("transformer", (4, 8), 64, 8, seq_len=32),
             *_family("cnn", (4, 8), 16, 16, image_size=16),
             _seed(64, 8, depth=8, seq=32),
+            # The step axes, a grid each: the frozen prefix and middle under the main
+            # mechanisms; compiled, the MLP so (and the late freeze, which recompiles) and the
+            # transformer's prefix under requires_grad and no_grad.
+            *(_axis(axis, "mlp", 8, 256, 64, _PM) for axis in ("amp", "checkpoint")),
+            *(
+                _axis(axis, "transformer", 4, 64, 8, _PM, seq_len=32)
+                for axis in ("amp", "checkpoint")
+            ),
+            _axis("compile", "mlp", 8, 256, 64, _PM),
+            _axis("compile", "mlp", 8, 256, 64, ("prefix",), ("late_freeze",)),
+            _axis("compile", "transformer", 4, 64, 8, ("none", "prefix"), _RG_NG, seq_len=32),
             *_cpu_real("resnet", 4, 16, 16, eval_mode=True, image_size=32),
             *_cpu_real("bert", 4, 128, 8, seq_len=64),
+            # LoRA: rank 8, and the rank whose LoRA on the whole model trains about what
+            # freezing the prefix does (transformer 98,954 against 100,618; bert 607,626
+            # against 612,618).
+            _lora("transformer", 4, 64, 8, (8, 24), seq_len=32),
+            _lora("bert", 4, 128, 8, (8, 64), seq_len=64),
             Grid("factory", (4,), 16, 8, extra=(("image_size", 32),)),
         ),
         Budget(

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..record import FIELDS, make_record
-from . import cost, devices, memory, phases, stats, verify
+from . import adapters, cost, devices, memory, phases, stats, variants, verify
 from .budget import Budget
 from .devices import DeviceUnavailable
 from .families import family_size, family_sizes
@@ -53,14 +53,21 @@ def _release() -> None:
         torch.cuda.empty_cache()
 
 
-def _calibrate(w: Workload) -> float:
-    """Run the first steps (allocations, lazy init, late freezes) and return the last one's time."""
-    elapsed = 0.0
-    for _ in range(max(CALIBRATION_STEPS, w.mechanism.warm_steps)):
+def _calibration_steps(w: Workload) -> int:
+    """Steps before timing: a compiled case runs one more, so that its last one runs compiled
+    code (a late freeze recompiles in its second step)."""
+    return max(CALIBRATION_STEPS, w.mechanism.warm_steps) + (w.case.compile == "on")
+
+
+def _calibrate(w: Workload) -> tuple[float, float]:
+    """Run the first steps (allocations, lazy init, late freezes, compiles) and return the last
+    one's time and how much longer the others took than it (``compile_s`` when compiled)."""
+    times = []
+    for _ in range(_calibration_steps(w)):
         t0 = stats.Clock.now()
         w.step()
-        elapsed = stats.Clock.now() - t0
-    return elapsed
+        times.append(stats.Clock.now() - t0)
+    return times[-1], max(0.0, sum(times) - len(times) * times[-1])
 
 
 def _param_count(params: list[torch.nn.Parameter]) -> int:
@@ -89,6 +96,11 @@ def _case_fields(case: Case) -> dict[str, Any]:
         "dtype": case.dtype,
         "threads": case.threads,
         "seed": case.seed,
+        "amp": case.amp,
+        "compile": case.compile,
+        "checkpoint": case.checkpoint,
+        "adapter": case.adapter,
+        "lora_rank": case.lora_rank or None,
         **freeze_summary(case),  # n_blocks, frozen_param_names, frozen_modules, tied_frozen
     }
 
@@ -130,14 +142,22 @@ def _measure(
     out["threads"] = torch.get_num_threads()
     out["trainable_params"] = _param_count(w.trainable_intended)
     out["frozen_params"] = _param_count(w.frozen_params)
+    out["adapter_params"] = adapters.adapter_param_count(w.plan)
     _release()
-    with clock("calibration"):
-        rounds = budget.rounds_for(_calibrate(w))
-    out["warmup_rounds"] = max(CALIBRATION_STEPS, w.mechanism.warm_steps) + budget.warmup_rounds
-    out["rounds"] = rounds
-    out["gc_enabled"] = gc.isenabled()
-    with clock("timed"):
-        time_steps(w.step, budget.warmup_rounds, rounds)
+    # Dynamo's work is counted over the case's own first steps and timed rounds, before any
+    # measurement pass (and before its baseline twin compiles its own code).
+    with variants.CompileWatch(case.compile == "on") as watch:
+        with clock("calibration"):
+            step_s, compile_s = _calibrate(w)
+        rounds = budget.rounds_for(step_s)
+        out["warmup_rounds"] = _calibration_steps(w) + budget.warmup_rounds
+        out["rounds"] = rounds
+        out["gc_enabled"] = gc.isenabled()
+        with clock("timed"):
+            time_steps(w.step, budget.warmup_rounds, rounds)
+    if watch.counts is not None:
+        out.update(compile_s=compile_s, **dataclasses.asdict(watch.counts))
+        variants.check_compiled(watch.counts)
 
     # The baseline side of the pairs; for the baseline case itself an identical twin, so that
     # its ratio shows the noise floor (A against A').
@@ -163,6 +183,20 @@ def _measure(
         flops_ratio=flops.total / base_flops if base_flops and flops.total else None,
         flops_uncounted_ops=list(flops.uncounted_ops),
     )
+    if (twin := variants.axis_twin(case)) is not None:
+        # What the step axes cost: the same case with them at their defaults, in pairs.
+        with clock("axis_twin"):
+            other = build_workload(twin[1])
+            _calibrate(other)
+            r = stats.interleaved_ratio(w.step, other.step, budget.ratio_pairs)
+            del other
+            _release()
+        out.update(
+            axis_twin=twin[0],
+            axis_twin_ratio=r.median,
+            axis_twin_ratio_ci_low=r.ci_low,
+            axis_twin_ratio_ci_high=r.ci_high,
+        )
     # These results' field names are record keys.
     with clock("phases"):
         out.update(dataclasses.asdict(phases.measure_phases(w, budget.phase_reps)))
@@ -220,27 +254,31 @@ def measure_case(case: Case, budget: Budget, time_steps: TimeSteps) -> dict[str,
     out.update(status="ok", flops_uncounted_ops=[], ratio_samples=[])
     clock = _PassClock(out)
     try:
-        with clock("validity"):
-            v = verify.check_case(case)
-        out.update(
-            valid=v.valid,
-            verdict=v.verdict,
-            verdict_detail=v.detail,
-            verdict_steps=verify.CHECK_STEPS,
-            grad_rtol=verify.GRAD_RTOL[case.dtype],
-        )
-        if v.verdict == "error":
-            # The mechanism cannot run a step at all: nothing else can be measured.
-            out.update(status="error", status_message=f"the mechanism raised: {v.detail}")
-            return make_record(out)
-        _measure(case, budget, time_steps, out, clock)
+        with variants.compile_scope(case):  # dynamo reset before and after a compiled case
+            with clock("validity"):
+                v = verify.check_case(case)
+            out.update(
+                valid=v.valid,
+                verdict=v.verdict,
+                verdict_detail=v.detail,
+                verdict_steps=verify.CHECK_STEPS,
+                grad_rtol=verify.tolerance(case),
+            )
+            if v.verdict == "error":
+                # The mechanism cannot run a step at all: nothing else can be measured.
+                out.update(status="error", status_message=f"the mechanism raised: {v.detail}")
+                return make_record(out)
+            _measure(case, budget, time_steps, out, clock)
     except DeviceUnavailable:
         raise
     except Exception as e:
-        out.update(
-            status="oom" if is_oom(e) else "error",
-            status_message=f"{type(e).__name__}: {e}".splitlines()[0][:500],
-        )
+        message = f"{type(e).__name__}: {e}".splitlines()[0]
+        if isinstance(e, variants.compile_errors()):
+            cause = e.__cause__ or getattr(e, "inner_exception", None)
+            if cause is not None:  # dynamo's first line says only which backend raised
+                message += f" {type(cause).__name__}: {str(cause).splitlines()[0]}"
+            message = f"compile failed: {message}"
+        out.update(status="oom" if is_oom(e) else "error", status_message=message[:500])
     finally:
         _release()
     return make_record(out)

@@ -15,6 +15,7 @@ from pathlib import PurePath
 from typing import Any
 
 from ..vocab import (
+    ADAPTERS,
     DEVICES,
     DTYPES,
     FROZEN_MODES,
@@ -23,6 +24,7 @@ from ..vocab import (
     OPTIMIZERS,
     PATTERN_CHOICES,
     SCENARIOS,
+    STEP_AXES,
 )
 
 __all__ = ["Case", "CaseError", "check_choice", "depth_phrase", "factory_label"]
@@ -95,8 +97,20 @@ class Case:
     extra: tuple[tuple[str, int], ...] = field(default=())
     factory: str = ""
     freeze: tuple[str, ...] = ()
+    amp: str = "none"
+    compile: str = "off"
+    checkpoint: str = "off"
+    adapter: str = "none"
+    lora_rank: int = 0
 
     def __post_init__(self) -> None:
+        for axis, values in STEP_AXES.items():
+            check_choice(axis, getattr(self, axis), values)
+        check_choice("adapter", self.adapter, ADAPTERS)
+        if self.adapter == "none" and self.lora_rank != 0:
+            raise CaseError(f"lora_rank={self.lora_rank!r} needs adapter 'lora'")
+        if self.adapter == "lora":
+            _positive("lora_rank", self.lora_rank)
         check_choice("model", self.model, MODELS)
         check_choice("pattern", self.pattern, PATTERN_CHOICES)
         check_choice("mechanism", self.mechanism, MECHANISMS)
@@ -149,16 +163,36 @@ class Case:
 
     @property
     def is_baseline(self) -> bool:
-        return self.mechanism == "none"
+        """Nothing frozen and no adapter (pattern ``none`` with ``lora`` is LoRA on the whole
+        model: a case, not the baseline)."""
+        return self.mechanism == "none" and self.adapter == "none"
+
+    def axis_off(self, axis: str) -> Case:
+        """The twin of this case with step axis ``axis`` (``amp``, ``compile``, ``checkpoint``)
+        at its default: what the axis costs is timed against it."""
+        default = STEP_AXES[axis][0]
+        if axis == "amp":
+            return dataclasses.replace(self, amp=default)
+        if axis == "compile":
+            return dataclasses.replace(self, compile=default)
+        return dataclasses.replace(self, checkpoint=default)
 
     def option(self, key: str, default: int) -> int:
         """A family-specific size (e.g. ``seq_len``, ``image_size``) carried in ``extra``."""
         return dict(self.extra).get(key, default)
 
     def baseline(self) -> Case:
-        """Its baseline: same model, sizes, optimizer and device; nothing frozen."""
+        """Its baseline: same model, sizes, optimizer, device and step set-up (amp, compile,
+        checkpoint); nothing frozen and no adapter (full fine-tuning of the same model)."""
         return dataclasses.replace(
-            self, pattern="none", frozen_blocks=(), freeze=(), mechanism="none", frozen_mode="train"
+            self,
+            pattern="none",
+            frozen_blocks=(),
+            freeze=(),
+            mechanism="none",
+            frozen_mode="train",
+            adapter="none",
+            lora_rank=0,
         )
 
     @property
@@ -179,6 +213,10 @@ class Case:
             self.optimizer,
             self.device,
             self.dtype,
+            None if self.amp == "none" else f"amp_{self.amp}",
+            None if self.compile == "off" else "compiled",
+            None if self.checkpoint == "off" else "ckpt",
+            None if self.adapter == "none" else f"{self.adapter}{self.lora_rank}",
             None if self.threads == 1 else f"t{self.threads}",
         ]
         return "-".join(p for p in parts if p)

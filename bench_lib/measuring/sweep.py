@@ -26,6 +26,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..vocab import (
+    ADAPTERS,
+    AMPS,
+    CHECKPOINTS,
+    COMPILES,
     DEVICES,
     DTYPES,
     FROZEN_MODES,
@@ -34,6 +38,7 @@ from ..vocab import (
     OPTIMIZERS,
     PATTERN_CHOICES,
 )
+from .axes import skip_reason
 from .families import get_family
 from .mechanisms import get_mechanism
 from .mechanisms.base import NameMatch, match_names, uncovered_reason
@@ -115,6 +120,11 @@ class Filters:
     #: ``--bench-model-factory``: the factory of every 'factory' grid (and the only model
     #: unless ``models`` is given).
     factory: str | None = None
+    amps: tuple[str, ...] | None = None
+    compiles: tuple[str, ...] | None = None
+    checkpoints: tuple[str, ...] | None = None
+    adapters: tuple[str, ...] | None = None
+    lora_ranks: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for name, choices in (
@@ -125,6 +135,10 @@ class Filters:
             ("devices", DEVICES),
             ("dtypes", DTYPES),
             ("frozen_modes", FROZEN_MODES),
+            ("amps", AMPS),
+            ("compiles", COMPILES),
+            ("checkpoints", CHECKPOINTS),
+            ("adapters", ADAPTERS),
         ):
             for v in getattr(self, name) or ():
                 check_choice(name, v, choices)
@@ -213,7 +227,20 @@ def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> _GridPart:
     folds += [(p, "none") for p in patterns if p != "none" and "none" in asked]
     part = _GridPart([], [], set())
     factory = (f.factory or grid.factory) if grid.model == "factory" else ""
-    for depth, width, batch, opt, device, dtype, threads, seed in itertools.product(
+    adapters = [
+        (adapter, rank if adapter != "none" else 0)
+        for adapter in f.adapters or grid.adapters
+        for rank in (f.lora_ranks or grid.lora_ranks if adapter != "none" else (0,))
+    ]
+    setups: list[tuple[str, str, str, tuple[str, int]]] = list(
+        itertools.product(
+            f.amps or grid.amps,
+            f.compiles or grid.compiles,
+            f.checkpoints or grid.checkpoints,
+            dict.fromkeys(adapters),
+        )
+    )
+    points = itertools.product(
         f.depths or grid.depths,
         f.widths or (grid.width,),
         f.batch_sizes or (grid.batch_size,),
@@ -222,7 +249,11 @@ def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> _GridPart:
         f.dtypes or grid.dtypes,
         f.threads or profile.threads,
         f.seeds,
+    )
+    for (depth, width, batch, opt, device, dtype, threads, seed), setup in itertools.product(
+        points, setups
     ):
+        amp, comp, ckpt, (adapter, rank) = setup
         base = Case(
             grid.model,
             depth,
@@ -236,11 +267,17 @@ def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> _GridPart:
             scenario=grid.scenario,
             extra=grid.extra,
             factory=factory,
+            amp=amp,
+            compile=comp,
+            checkpoint=ckpt,
+            adapter=adapter,
+            lora_rank=rank,
         )
         n_blocks = base.n_blocks
-        part.folded.update((base, p, m) for p, m in folds)
+        part.folded.update((base.baseline(), p, m) for p, m in folds)
         if "none" in patterns:
-            part.cases.append(base)
+            # The baseline, and with an adapter also the adapted model with nothing frozen.
+            part.cases += dict.fromkeys((base.baseline(), base))
         for pattern in patterns:
             if pattern == "none":
                 continue
@@ -271,6 +308,10 @@ def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> _GridPart:
                         frozen_mode=mode,
                     )
                 )
+    for case in list(part.cases):
+        if (why := skip_reason(case)) is not None:
+            part.cases.remove(case)
+            part.skips.append(Skip(case.id, why))
     reason = get_family(grid.model).unavailable()
     if reason is not None:  # a visible skip per case, never an import error
         part.skips[:0] = [Skip(c.id, reason) for c in part.cases]

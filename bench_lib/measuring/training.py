@@ -8,11 +8,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import devices, families
-from .families.base import Built, Inputs, call_model, inputs_to
+from . import adapters, devices, families
+from .families.base import Built, Inputs, inputs_to
 from .mechanisms import FreezePlan, Mechanism, get_mechanism
 from .mechanisms.base import Uninstall
 from .spec import Case
+from .variants import StepVariant, build_variant
 
 __all__ = [
     "Workload",
@@ -48,7 +49,8 @@ class Workload:
     """A model, its freeze plan, optimizer and batch: everything one training step needs.
 
     ``uninstall`` removes the mechanism's wrappers from the model (a workload that ends with its
-    model needs no call to it).
+    model needs no call to it). ``variant`` runs the step axes: autocast, torch.compile and the
+    checkpoint wrappers (see :mod:`.variants`).
     """
 
     case: Case
@@ -62,6 +64,7 @@ class Workload:
     device: torch.device
     uninstall: Uninstall
     steps: int = field(default=0)
+    variant: StepVariant = field(kw_only=True)
 
     @property
     def model(self) -> nn.Module:
@@ -85,15 +88,19 @@ class Workload:
         """The family's batch drawn with ``seed``, on the device (float inputs in the dtype)."""
         return _batch(self.built, seed, self.device)
 
-    def forward_loss(self) -> Tensor:
-        return self.built.loss(call_model(self.model, self.inputs), self.targets)
+    def forward_loss(self, *, eager: bool = False) -> Tensor:
+        """Forward and loss under the step axes (``eager``: without torch.compile)."""
+        return self.variant.forward_loss(
+            self.model, self.built.loss, self.inputs, self.targets, eager=eager
+        )
 
     def backward(self, loss: Tensor) -> None:
-        self.mechanism.backward(loss, self.trainable)
+        self.mechanism.backward(self.variant.scale(loss), self.trainable)
         self.mechanism.after_backward(self)
+        self.variant.unscale(self.optimizer)
 
     def optimizer_step(self) -> None:
-        self.optimizer.step()
+        self.variant.step(self.optimizer)
         self.steps += 1
 
     def step(self) -> None:
@@ -110,8 +117,11 @@ def _batch(built: Built, seed: int, device: torch.device) -> tuple[Inputs, Tenso
 
 
 def freeze_plan(case: Case, built: Built) -> FreezePlan:
-    """``case``'s freeze plan on ``built``: its frozen blocks, or its ``--bench-freeze`` globs."""
-    return FreezePlan(built.model, built.blocks, frozenset(case.frozen_blocks), case.freeze)
+    """``case``'s freeze plan on ``built``: its frozen blocks, or its ``--bench-freeze`` globs;
+    with an adapter, an :class:`~.adapters.AdaptedPlan` (what trains is the adapters and what
+    is outside the blocks)."""
+    plan_type = FreezePlan if case.adapter == "none" else adapters.AdaptedPlan
+    return plan_type(built.model, built.blocks, frozenset(case.frozen_blocks), case.freeze)
 
 
 def skeleton(case: Case) -> Built:
@@ -148,11 +158,17 @@ def build_workload(case: Case, *, batch_seed: int | None = None) -> Workload:
     device = devices.resolve(case.device)
     devices.pin_threads(case.threads)
     built = families.build(case)
+    adapters.apply(case, built)  # LoRA on the trainable blocks (none without an adapter)
     plan = freeze_plan(case, built)
     mechanism = get_mechanism(case.mechanism)
     trainable = mechanism.prepare(plan)
+    if isinstance(plan, adapters.AdaptedPlan):  # base weights (frozen by peft) never do
+        trainable = [p for p in trainable if p.requires_grad]
     uninstall = mechanism.install(plan)
+    variant, uninstall = build_variant(case, plan, device, uninstall)  # wraps after it
     plan.set_mode(case.frozen_mode)
     optimizer = build_optimizer(case.optimizer, trainable)
     x, y = _batch(built, case.seed + 1 if batch_seed is None else batch_seed, device)
-    return Workload(case, built, plan, mechanism, trainable, optimizer, x, y, device, uninstall)
+    return Workload(
+        case, built, plan, mechanism, trainable, optimizer, x, y, device, uninstall, variant=variant
+    )

@@ -20,24 +20,32 @@ When several apply, the verdict is the first in that order (after ``error``) and
 names the others. Tolerance: relative L2 error ``||g - g_ref|| / ||g_ref||`` at most
 ``GRAD_RTOL[dtype]``. Differences below it are reported as rounding only (eval mode switches
 some modules to fused fast paths that round differently).
+
+Step axes (:mod:`.variants`): the reference runs under the case's autocast (eager, without
+checkpointing), so that a mechanism is judged against the gradients *this* set-up gives, not
+against float32; the tolerance is then the autocast dtype's (:func:`tolerance`), because
+compiled kernels and fused paths round low-precision intermediates differently from eager ones.
+Checkpointing recomputes the same forward and needs no allowance.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from . import families
+from . import adapters, families
 from .devices import DeviceUnavailable
 from .families.base import Built, Inputs, call_model
 from .mechanisms import FreezePlan
 from .spec import Case
 from .training import Workload, build_workload, freeze_plan
+from .variants import autocast, compile_errors
 
-__all__ = ["CHECK_STEPS", "GRAD_RTOL", "VERDICTS", "Verdict", "check_case"]
+__all__ = ["CHECK_STEPS", "GRAD_RTOL", "VERDICTS", "Verdict", "check_case", "tolerance"]
 
 VERDICTS = (
     "ok",
@@ -48,7 +56,9 @@ VERDICTS = (
     "error",
 )
 CHECK_STEPS = 3
-GRAD_RTOL = {"float32": 1e-4, "bfloat16": 5e-2}
+GRAD_RTOL = {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2}
+#: The dtype whose tolerance an autocast case gets.
+_AMP_RTOL_DTYPE = {"bf16": "bfloat16", "fp16": "float16"}
 _BATCH_SEED = 1000
 
 
@@ -80,15 +90,32 @@ def _rel_err(g: Tensor, ref: Tensor) -> float:
     return diff / norm if norm > 0 else diff
 
 
-def _reference_grads(ref: Built, w: Workload, x: Inputs, y: Tensor) -> list[Tensor | None]:
+def _reference(case: Case) -> Built:
+    """The reference model: the baseline's, in the case's train/eval modes; with an adapter,
+    the same adapted model with the frozen blocks under ``requires_grad``."""
+    if case.adapter != "none":
+        ref_case = (
+            case if case.pattern == "none" else dataclasses.replace(case, mechanism="requires_grad")
+        )
+        return build_workload(ref_case).built
+    ref = families.build(case.baseline())
+    freeze_plan(case, ref).set_mode(case.frozen_mode)
+    return ref
+
+
+def _reference_grads(
+    ref: Built, w: Workload, intended: Sequence[nn.Parameter], x: Inputs, y: Tensor
+) -> list[Tensor | None]:
     ref.model.load_state_dict(w.model.state_dict())
     ref.model.zero_grad(set_to_none=True)
-    ref.loss(call_model(ref.model, x), y).backward()
-    grads = {id(p): p.grad for p in ref.model.parameters()}
-    # Map by position: the reference has the same parameter order as the case's model.
-    ids = [id(p) for p in ref.model.parameters()]
-    pos = {id(p): k for k, p in enumerate(w.model.parameters())}
-    return [grads[ids[pos[id(p)]]] for p in w.trainable_intended]
+    with autocast(w.case, w.device.type):  # the case's own autocast (none: a null context)
+        loss = ref.loss(call_model(ref.model, x), y)
+    loss.backward()
+    # Map by name: the reference has the case's parameter names (peft's attention layer
+    # re-registers its base weights at each forward, which changes their order, not names).
+    grads = {n: p.grad for n, p in ref.model.named_parameters()}
+    names = {id(p): n for n, p in w.model.named_parameters()}
+    return [grads[names[id(p)]] for p in intended]
 
 
 class _Findings:
@@ -99,20 +126,36 @@ class _Findings:
         self.counters: set[str] = set()  # integer buffers among them (num_batches_tracked)
         self.mismatch = 0.0
         self.rounding = 0.0
+        self.base_moved: dict[str, float] = {}  # adapted blocks' base weights, by name
+        self.adapter_grads: set[int] = set()  # adapter tensors that got a non-zero gradient
+
+
+def tolerance(case: Case) -> float:
+    """The relative L2 tolerance of ``case``'s gradient comparison: its dtype's, or under
+    autocast the autocast dtype's where that is looser, twice that when compiled too (inductor
+    keeps low-precision intermediates in float32 inside fused kernels: compiled bf16 against
+    eager bf16 differed by up to 0.057 on a width-16 transformer, as much as eager bf16 differs
+    from float32, 0.035-0.04)."""
+    amp = _AMP_RTOL_DTYPE.get(case.amp)
+    if amp is None:
+        return GRAD_RTOL[case.dtype]
+    return max(GRAD_RTOL[case.dtype], GRAD_RTOL[amp] * (2 if case.compile == "on" else 1))
 
 
 def check_case(case: Case, steps: int = CHECK_STEPS) -> Verdict:
     """Run the validity check for ``case`` (deterministic: fixed seeds, fresh models).
 
     A mechanism that raises gets the verdict ``error``; an absent device
-    (:class:`~bench_lib.devices.DeviceUnavailable`) and out-of-memory errors propagate, since they
-    say nothing about the mechanism.
+    (:class:`~bench_lib.devices.DeviceUnavailable`), out-of-memory errors and compile failures
+    (:func:`~.variants.compile_errors`) propagate, since they say nothing about the mechanism.
     """
     try:
         return _check(case, steps)
     except (DeviceUnavailable, MemoryError, torch.cuda.OutOfMemoryError):
         raise
     except Exception as e:  # the mechanism raised: that is the finding
+        if case.compile == "on" and isinstance(e, compile_errors()):
+            raise  # the compile failed, not the mechanism
         return Verdict("error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
 
@@ -120,23 +163,26 @@ def _check(case: Case, steps: int) -> Verdict:
     w = build_workload(case)
     for _ in range(w.mechanism.warm_steps):
         w.step()
-    ref = families.build(case.baseline())
-    freeze_plan(case, ref).set_mode(case.frozen_mode)
+    ref = _reference(case)
     intended = w.trainable_intended
+    base = {n: p.detach().clone() for n, p in _base_weights(w)}
+    adapter_ids = {id(p) for p in _adapter_params(w)}
     frozen_ids = {id(p) for p in w.frozen_params}
     frozen_named = {n: p for n, p in w.model.named_parameters() if id(p) in frozen_ids}
     frozen_bufs = dict(w.plan.frozen_buffers())
-    tol = GRAD_RTOL[case.dtype]
+    tol = tolerance(case)
     f = _Findings()
     for k in range(steps):
         x, y = w.make_batch(_BATCH_SEED + k)
         w.inputs, w.targets = x, y
-        expected = _reference_grads(ref, w, x, y)
+        expected = _reference_grads(ref, w, intended, x, y)
         before_p = {n: p.detach().clone() for n, p in frozen_named.items()}
         before_b = {n: b.detach().clone() for n, b in frozen_bufs.items()}
         w.mechanism.zero_grad(w)
         w.backward(w.forward_loss())
         for j, (p, ref_g) in enumerate(zip(intended, expected, strict=True)):
+            if id(p) in adapter_ids and p.grad is not None and bool(p.grad.any()):
+                f.adapter_grads.add(id(p))
             if ref_g is None or not bool(ref_g.any()):
                 continue
             if p.grad is None or not bool(p.grad.any()):
@@ -157,7 +203,24 @@ def _check(case: Case, steps: int) -> Verdict:
                 f.buffers[n] = max(f.buffers.get(n, 0.0), float(diff))
                 if not b.is_floating_point():
                     f.counters.add(n)
+        for n, p in _base_weights(w):  # by name: peft may have re-registered them
+            if not torch.equal(p.detach(), base[n]):
+                change = float((p.detach().float() - base[n].float()).abs().max())
+                f.base_moved[n] = max(f.base_moved.get(n, 0.0), change)
+    # peft starts every B at zero, so no A gets a gradient on the first step: an adapter tensor
+    # is cut off only if it got none in all the steps.
+    f.cut |= {j for j, p in enumerate(intended) if id(p) in adapter_ids - f.adapter_grads}
     return _verdict(w, f, tol, steps)
+
+
+def _base_weights(w: Workload) -> list[tuple[str, nn.Parameter]]:
+    """The adapted blocks' own parameters (none without an adapter)."""
+    return w.plan.base_params() if isinstance(w.plan, adapters.AdaptedPlan) else []
+
+
+def _adapter_params(w: Workload) -> list[nn.Parameter]:
+    """The adapter tensors of ``w``'s model (none without an adapter)."""
+    return w.plan.adapter_params() if isinstance(w.plan, adapters.AdaptedPlan) else []
 
 
 def _verdict(w: Workload, f: _Findings, tol: float, steps: int) -> Verdict:
@@ -182,6 +245,16 @@ def _verdict(w: Workload, f: _Findings, tol: float, steps: int) -> Verdict:
                 f"{len(f.moved)} frozen parameter tensors ({n_el:,} elements) moved in "
                 f"{steps} steps, "
                 f"max |change| {max(f.moved.values()):.3g}",
+            )
+        )
+    if f.base_moved:
+        names = sorted(f.base_moved)
+        parts.append(
+            (
+                "frozen_param_moved",
+                f"{len(names)} base weights of the adapted blocks changed in {steps} steps "
+                f"({', '.join(names[:2])}{', ...' if len(names) > 2 else ''}), max |change| "
+                f"{max(f.base_moved.values()):.3g}",
             )
         )
     if f.buffers:

@@ -23,8 +23,9 @@ from typing import Any, ClassVar, TypeVar
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ...vocab import STEP_AXES
 from ..format import NOT_MEASURED, Row, code, join, records
-from ..results import Run, is_missing
+from ..results import Run, has_adapter, has_step_axis, is_missing
 from ..setups import setup_columns
 
 __all__ = ["REGISTRY", "Facts", "Finding", "Needs", "facts", "findings", "register"]
@@ -44,6 +45,11 @@ class Facts:
     frame: pd.DataFrame
 
     def where(self, **axes: Any) -> list[Row]:
+        """The measured rows with these axis values; without an ``adapter`` given, only rows
+        without an adapter (the findings about freezing mechanisms never mix LoRA cases in)."""
+        axes.setdefault("adapter", "none")
+        for axis, values in STEP_AXES.items():  # and eager float32 steps only, unless asked
+            axes.setdefault(axis, values[0])
         return [r for r in self.ok if all(r.get(k) == v for k, v in axes.items())]
 
     def scope(self, row: Row) -> str:
@@ -77,12 +83,15 @@ def facts(frame: pd.DataFrame, runs: Sequence[Run]) -> Facts:
 class Needs:
     """What a finding draws on: rows whose ``where`` columns hold one of the given values and
     whose ``exclude`` columns do not (failed cases too if ``failed``), and the ``columns`` its
-    headline's number comes from."""
+    headline's number comes from. Rows with an adapter (LoRA) count only if ``adapters``, rows
+    with a step axis (autocast, compile, checkpointing) only if ``step_axes``."""
 
     where: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     exclude: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     columns: tuple[str, ...] = ()
     failed: bool = False
+    adapters: bool = False
+    step_axes: bool = False
 
     def rows(self, f: Facts) -> list[Row]:
         pool = f.ok + f.failed if self.failed else f.ok
@@ -91,6 +100,8 @@ class Needs:
             for r in pool
             if all(r.get(k) in v for k, v in self.where.items())
             and not any(r.get(k) in v for k, v in self.exclude.items())
+            and (self.adapters or not has_adapter(r))
+            and (self.step_axes or not has_step_axis(r))
         ]
 
     def describe(self) -> str:

@@ -6,7 +6,7 @@ from matplotlib.figure import Figure
 
 from .. import plots
 from ..format import NOT_MEASURED, Row, dist
-from ..results import NOISE_THRESHOLD, is_missing
+from ..results import NOISE_THRESHOLD, has_adapter, is_missing
 from . import Facts, Finding, Needs, register
 
 _FIGURE = "time-vs-flops.png"
@@ -51,9 +51,10 @@ class Flops(Finding):
     def figures(self, f: Facts) -> dict[str, Figure]:
         if not self._has_flops(f):
             return {}
+        frame = f.frame[[not has_adapter(r) for r in f.frame.to_dict("records")]]
         return {
             _FIGURE: plots.ratio_vs_flops(
-                f.frame, "Measured time ratio against FLOP ratio (both to the baseline)"
+                frame, "Measured time ratio against FLOP ratio (both to the baseline)"
             )
         }
 

@@ -1,0 +1,53 @@
+"""What the step-axis findings share: the axes a row sets, and each such row's twin in the
+same run with the step axes at their defaults (the same case, eager float32 step)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...vocab import STEP_AXES
+from ..format import Row
+from ..results import IDENTITY_AXES, has_adapter, has_step_axis, is_missing, setup_key
+from . import Facts
+
+__all__ = ["AXIS_TITLES", "axis_label", "eager_twins", "step_rows"]
+
+#: How each step axis's value reads in a report.
+AXIS_TITLES: dict[str, str] = {
+    "amp": "autocast",
+    "compile": "compiled",
+    "checkpoint": "checkpointed",
+}
+
+_EAGER_KEY = ("source", *(a for a in IDENTITY_AXES if a not in STEP_AXES))
+
+
+def axis_label(row: Row) -> str:
+    """``"autocast bf16"``, ``"compiled"``, ``"checkpointed"`` (joined with ``+``)."""
+    parts = []
+    for axis, values in STEP_AXES.items():
+        value: Any = row.get(axis)
+        if is_missing(value) or value == values[0]:
+            continue
+        parts.append(f"{AXIS_TITLES[axis]} {value}" if axis == "amp" else AXIS_TITLES[axis])
+    return " + ".join(parts)
+
+
+def step_rows(f: Facts, *, failed: bool = False) -> list[Row]:
+    """The rows with a step axis (no adapter), failed ones too if ``failed``."""
+    pool = f.ok + f.failed if failed else f.ok
+    return [r for r in pool if has_step_axis(r) and not has_adapter(r)]
+
+
+def eager_twins(f: Facts, rows: list[Row]) -> list[tuple[Row, Row]]:
+    """Each of ``rows`` with the measured row of the same case and file with every step axis
+    at its default (the eager float32 step), where there is one."""
+    eager = {
+        setup_key(r, _EAGER_KEY): r for r in f.ok if not has_step_axis(r) and not has_adapter(r)
+    }
+    out = []
+    for r in rows:
+        twin = eager.get(setup_key(r, _EAGER_KEY))
+        if twin is not None:
+            out.append((r, twin))
+    return out
