@@ -41,6 +41,7 @@ from bench_lib.vocab import (
     MECHANISMS,
     MODELS,
     OPTIMIZERS,
+    PARALLEL,
     PATTERN_CHOICES,
 )
 
@@ -62,6 +63,8 @@ _LIST_OPTIONS: tuple[tuple[str, str, tuple[str, ...] | None, str], ...] = (
     ("--bench-checkpoint", "checkpoints", CHECKPOINTS, "activation checkpointing of blocks"),
     ("--bench-adapter", "adapters", ADAPTERS, "adapters on the trainable blocks (peft)"),
     ("--bench-lora-rank", "lora_ranks", None, "LoRA ranks (with --bench-adapter lora)"),
+    ("--bench-parallel", "parallel", PARALLEL, "data-parallel set-ups (none: one process)"),
+    ("--bench-world", "worlds", None, "world sizes (ranks) of the parallel set-ups"),
 )
 
 

@@ -106,6 +106,17 @@ FIELDS: dict[str, Field] = {
     ),
     "adapter": Field("-", "`none`, or `lora` (peft) on the blocks the pattern leaves trainable"),
     "lora_rank": Field("-", "the LoRA rank", "adapter is `none`"),
+    "parallel": Field(
+        "-",
+        "data-parallel set-up: `none` (one process), `ddp`, `ddp_find_unused`, `ddp_static`, "
+        "`fsdp` (FSDP2), `fsdp1`, `fsdp1_orig_params`",
+        "a run before this field (read as `none`)",
+    ),
+    "world_size": Field(
+        "ranks",
+        "worker processes of a parallel case (1 without one); batch_size is per rank",
+        "a run before this field (read as 1)",
+    ),
     "gc_enabled": Field("bool", "whether Python's garbage collector was enabled while timing"),
     "warmup_rounds": Field("steps", "untimed steps before the timed rounds"),
     "rounds": Field("steps", "timed steps (pytest-benchmark rounds of one iteration each)"),
@@ -114,7 +125,8 @@ FIELDS: dict[str, Field] = {
     "peak_memory_bytes": Field(
         "bytes",
         "the workload's live state when a steady-state step starts plus the highest rise above "
-        "it during the step (method in memory_method); nothing else alive on the device counts",
+        "it during the step (method in memory_method); nothing else alive on the device counts. "
+        "A parallel case: the busiest rank's (see rank_peak_memory_bytes)",
     ),
     "foreign_bytes": Field(
         "bytes",
@@ -136,6 +148,24 @@ FIELDS: dict[str, Field] = {
         "-", "`cuda_allocator` (torch.cuda peak stats) or `profiler_events` (CPU allocation events)"
     ),
     "rss_bytes": Field("bytes", "process resident set size after the memory pass (context only)"),
+    "rank_peak_memory_bytes": Field(
+        "list of bytes",
+        "peak memory of each rank of a parallel case, rank 0 first (peak_memory_bytes is the "
+        "largest): every tensor the worker process holds counts, and DDP's bucket buffers",
+        "the case is not parallel, or failed before its memory pass",
+    ),
+    "comm_bytes": Field(
+        "bytes",
+        "payload bytes one rank passes to gradient collectives in one steady-state step, counted "
+        "from the calls themselves: DDP's all-reduced buckets (a communication hook), FSDP's "
+        "reduce-scatter inputs and all-reduces",
+        "the case is not parallel, or failed before its communication pass",
+    ),
+    "ddp_buckets": Field(
+        "buckets",
+        "DDP gradient buckets all-reduced in one steady-state step",
+        "the set-up is not DDP, or the case failed before its communication pass",
+    ),
     "param_bytes": Field("bytes", "all parameters, frozen and trainable"),
     "grad_bytes": Field("bytes", "gradients held after backward (frozen ones included if any)"),
     "optimizer_state_bytes": Field("bytes", "optimizer state after one step"),
@@ -262,8 +292,9 @@ FIELDS: dict[str, Field] = {
     ),
     "pass_seconds": Field(
         "mapping of s",
-        "wall seconds of each pass of the case (validity, build, calibration, timed, "
-        "ratio_pairs, flops, phases, memory): where a case's time goes",
+        "wall seconds of each pass of the case (launch of the workers of a parallel case, "
+        "validity, build, calibration, timed, ratio_pairs, flops, phases, memory, comm, stop): "
+        "where a case's time goes",
     ),
 }
 

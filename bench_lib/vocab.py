@@ -19,6 +19,8 @@ __all__ = [
     "MODELS",
     "NAMES_PATTERN",
     "OPTIMIZERS",
+    "PARALLEL",
+    "PARALLEL_DDP",
     "PATTERNS",
     "PATTERN_CHOICES",
     "SCENARIOS",
@@ -87,3 +89,18 @@ STEP_AXES: dict[str, tuple[str, ...]] = {
     "compile": COMPILES,
     "checkpoint": CHECKPOINTS,
 }
+#: Data-parallel set-ups (``--bench-parallel``): ``none`` runs in the pytest process; every
+#: other value runs the case on ``world`` worker processes through torch.distributed (gloo on
+#: CPU, nccl on CUDA). ``fsdp`` is FSDP2 (``fully_shard``); ``fsdp1`` and ``fsdp1_orig_params``
+#: are ``FullyShardedDataParallel`` with ``use_orig_params`` False and True.
+PARALLEL: tuple[str, ...] = (
+    "none",
+    "ddp",
+    "ddp_find_unused",
+    "ddp_static",
+    "fsdp",
+    "fsdp1",
+    "fsdp1_orig_params",
+)
+#: The DDP set-ups (their gradients are all-reduced in buckets: ``ddp_buckets``).
+PARALLEL_DDP: tuple[str, ...] = ("ddp", "ddp_find_unused", "ddp_static")

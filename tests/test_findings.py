@@ -87,6 +87,10 @@ def test_every_finding_is_registered_in_order() -> None:
         "step_savings",
         "compile_recompiles",
         "checkpoint_cost",
+        "parallel_verdicts",
+        "ddp_flags",
+        "comm_bytes",
+        "fsdp_memory",
     ]
     assert set(names) <= set(REGISTRY)
     for f in findings():
@@ -392,3 +396,65 @@ def test_no_foreign_memory_and_unmeasured_foreign_memory(tmp_path: Path, cpu_md:
     md = _md(_variant(tmp_path, "clean.json", clean))
     assert "**Foreign memory.** None: every case with the measurement (24)" in md
     assert not any("oreign" in x for x in _glance(md))
+
+
+# ------------------------------------------------------------------------ data parallelism
+
+
+PARALLEL_FINDINGS = ("parallel_verdicts", "ddp_flags", "comm_bytes", "fsdp_memory")
+
+
+def _parallel_variant(doc: dict[str, Any]) -> None:
+    """Copies of the d4 MLP's baseline and prefix cases under DDP on two ranks: no_grad refused
+    (DDP's reduction error), requires_grad sending half the baseline's gradient bytes, and
+    optimizer_only all of them; with step times far from the single-process ones, so that a
+    single-process number mixing them in would show."""
+    plan = {
+        "none": {"comm_bytes": 1000},
+        "requires_grad": {"comm_bytes": 500},
+        "optimizer_only": {"comm_bytes": 1000},
+        "no_grad": {
+            "status": "error",
+            "verdict": "error",
+            "valid": False,
+            "verdict_detail": "RuntimeError: Expected to have finished reduction in the prior "
+            "iteration before starting a new one. This error indicates ...",
+        },
+    }
+    for b in list(doc["benchmarks"]):
+        r = b["extra_info"]
+        if not r["case_id"].startswith("mlp-d4-") or r["pattern"] not in ("none", "prefix"):
+            continue
+        if r["mechanism"] not in plan:
+            continue
+        new = copy.deepcopy(b)
+        case_id = f"{r['case_id']}-ddp-w2"
+        new["name"] = new["param"] = case_id
+        new["extra_info"].update(
+            case_id=case_id, parallel="ddp", world_size=2, time_ratio=9.0, ddp_buckets=1,
+            **plan[r["mechanism"]],
+        )  # fmt: skip
+        doc["benchmarks"].append(new)
+
+
+def test_parallel_cases_get_their_own_findings_and_never_mix_into_the_others(
+    tmp_path: Path,
+) -> None:
+    plain = _glance(_md(CPU))
+    md = _md(_variant(tmp_path, "parallel.json", _parallel_variant))
+    glance = _glance(md)
+    # Every single-process headline and the family x pattern table are as without them.
+    labels = [f"- **{f.label}**" for f in findings() if f.name in PARALLEL_FINDINGS]
+    assert [x for x in glance if not x.startswith(tuple(labels))] == [
+        x for x in plain if not x.startswith(tuple(labels))
+    ]
+    line = next(x for x in glance if x.startswith("- **Freezing under data parallelism**"))
+    assert "2 of 3 parallel cases valid" in line
+    assert "refused `no_grad` under `ddp` in 1 of 1" in line
+    assert "Expected to have finished reduction in the prior iteration" in line
+    line = next(x for x in glance if x.startswith("- **Gradient bytes communicated**"))
+    assert "`requires_grad` 50% under `ddp`" in line and "`optimizer_only` 100% under `ddp`" in line
+    body = section(md, "### Which mechanisms work under DDP and FSDP without extra flags")
+    assert "| `ddp` | ✓ 0 of 1; ✗ error 1 (prefix) | ✓ 1 of 1 | ✓ 1 of 1 |" in body
+    # The parallel baseline gets its own setup table in the per-family results.
+    assert "· ddp on 2 ranks" in md

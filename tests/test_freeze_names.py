@@ -77,7 +77,8 @@ def test_a_module_level_mechanism_cannot_freeze_what_no_module_covers():
     sweep = generate(
         PROFILES["quick"],
         Filters(models=("mlp",), optimizers=("adamw",), freeze=("*.bias",),
-                mechanisms=("no_grad", "requires_grad"), adapters=("none",), compiles=("off",)),
+                mechanisms=("no_grad", "requires_grad"), adapters=("none",), compiles=("off",),
+                parallel=("none",)),
     )  # fmt: skip
     names = [c for c in sweep.cases if c.pattern == "names"]
     assert [c.mechanism for c in names] == ["requires_grad"]
@@ -87,7 +88,7 @@ def test_a_module_level_mechanism_cannot_freeze_what_no_module_covers():
 
 def test_bench_freeze_adds_pattern_names():
     f = Filters(models=("mlp",), optimizers=("adamw",), freeze=("head.*",), mechanisms=("no_grad",),
-                adapters=("none",), compiles=("off",))  # fmt: skip
+                adapters=("none",), compiles=("off",), parallel=("none",))  # fmt: skip
     ids = [c.id for c in generate(PROFILES["quick"], f).cases]
     assert ids == [
         "mlp-d4-w64-b16-none-none-adamw-cpu-float32",

@@ -16,7 +16,8 @@ from bench_lib.record import FIELDS, SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
-    "--bench-profile", "quick", "--bench-model", "mlp", "--bench-depth", "3",
+    "--bench-profile", "quick", "--bench-model", "mlp", "--bench-parallel", "none",
+    "--bench-depth", "3",
     "--bench-width", "16", "--bench-batch", "4", "--bench-optimizer", "adamw",
     "--bench-pattern", "none,middle,explicit", "--bench-blocks", "0,2",
     "--bench-mechanism", "no_grad,requires_grad,inference_mode_nocopy",

@@ -16,7 +16,8 @@ from bench_lib.journal import Journal, JournalError, read_journal
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
-    "--bench-profile", "quick", "--bench-model", "mlp", "--bench-width", "16",
+    "--bench-profile", "quick", "--bench-model", "mlp", "--bench-parallel", "none",
+    "--bench-width", "16",
     "--bench-batch", "4", "--bench-optimizer", "adamw", "--bench-pairs", "6",
     "--bench-time", "0.01", "--bench-adapter", "none", "--bench-compile", "off",
 ]  # fmt: skip

@@ -132,7 +132,7 @@ def test_every_group_has_exactly_one_baseline():
 
 def test_filters_replace_axes_and_report_impossible_points():
     f = Filters(models=("mlp",), depths=(2,), patterns=("none", "middle"), mechanisms=("no_grad",),
-                adapters=("none",), compiles=("off",))  # fmt: skip
+                adapters=("none",), compiles=("off",), parallel=("none",))  # fmt: skip
     sweep = generate(PROFILES["quick"], f)
     cases, skips = sweep.cases, sweep.skips
     assert [c.id for c in cases] == [
@@ -164,7 +164,7 @@ def test_a_mechanism_none_with_frozen_patterns_is_folded_too():
 
 def test_explicit_blocks_filter():
     f = Filters(models=("mlp",), optimizers=("adamw",), blocks=(0, 2), mechanisms=("no_grad",),
-                adapters=("none",), compiles=("off",))  # fmt: skip
+                adapters=("none",), compiles=("off",), parallel=("none",))  # fmt: skip
     cases = generate(PROFILES["quick"], f).cases
     assert [c.id for c in cases] == [
         "mlp-d4-w64-b16-none-none-adamw-cpu-float32",

@@ -60,7 +60,7 @@ VERDICT_MEANINGS: dict[str, str] = {
     "frozen_param_moved": "a frozen parameter changed during the steps",
     "frozen_buffer_changed": "a buffer of a frozen block changed (BatchNorm statistics)",
     "grad_mismatch": "trainable gradients differ from the reference beyond the tolerance",
-    "error": "the mechanism raised an exception",
+    "error": "the mechanism raised an exception (or a parallel set-up refused it)",
 }
 
 Row = dict[str, Any]

@@ -69,6 +69,8 @@ AXIS_DEFAULTS: dict[str, Any] = {
     "compile": "off",
     "checkpoint": "off",
     "adapter": "none",
+    "parallel": "none",
+    "world_size": 1,
 }
 
 #: Record fields that files written before they existed lack. A missing one becomes a null
@@ -111,6 +113,10 @@ OPTIONAL_FIELDS: tuple[str, ...] = (
     "compiled_frames",
     "graph_breaks",
     "recompiles",
+    # Data parallelism (parallel and world_size are among AXIS_DEFAULTS).
+    "rank_peak_memory_bytes",
+    "comm_bytes",
+    "ddp_buckets",
 )
 
 #: ``machine_info`` keys copied into ``machine_<key>`` columns (absent ones are null).
@@ -175,6 +181,8 @@ IDENTITY_AXES: tuple[str, ...] = (
     "checkpoint",
     "adapter",
     "lora_rank",
+    "parallel",
+    "world_size",
 )
 
 

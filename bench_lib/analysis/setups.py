@@ -61,9 +61,16 @@ def setup_title(row: Row, with_source: bool = False) -> str:
     if row.get("seed") not in (0, None):
         parts.append(f"seed {row['seed']}")
     parts += [title for title, _ in _step_axes(row)]
+    if _parallel(row):
+        parts.append(f"{row['parallel']} on {plural(int(row['world_size']), 'rank')}")
     if with_source:
         parts.append(str(row["source_label"]))
     return " · ".join(parts)
+
+
+def _parallel(row: Row) -> bool:
+    value = row.get("parallel")
+    return not is_missing(value) and value != "none"
 
 
 def setup_slug(row: Row, with_source: bool = False) -> str:
@@ -80,6 +87,8 @@ def setup_slug(row: Row, with_source: bool = False) -> str:
     if row.get("seed") not in (0, None):
         parts.append(f"seed{row['seed']}")
     parts += [fragment for _, fragment in _step_axes(row)]
+    if _parallel(row):
+        parts.append(f"{row['parallel']}-w{int(row['world_size'])}")
     if with_source:
         parts.append(str(row["source_label"]))
     return slug("-".join(p for p in parts if p))

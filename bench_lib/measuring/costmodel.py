@@ -24,7 +24,19 @@ from ..journal import JournalError, parse_journal
 from .budget import Budget
 from .spec import Case, CaseError
 
-__all__ = ["DEFAULT_MODELS", "CostModel", "forward_flops", "load_measured_seconds", "model_for"]
+__all__ = [
+    "DEFAULT_MODELS",
+    "PARALLEL_OVERHEAD_S",
+    "CostModel",
+    "forward_flops",
+    "load_measured_seconds",
+    "model_for",
+]
+
+#: Seconds a parallel case spends outside its steps: starting its workers (fresh interpreters
+#: importing torch, DDP's import of torch._dynamo, the rendezvous), the first use of each pass
+#: in them, and stopping them (measured on the 2-core CI machine: 3-4 s).
+PARALLEL_OVERHEAD_S = 4.0
 
 #: Steps a case runs outside its timed rounds: validity check (3 steps and 3 reference
 #: passes), calibration of the case and of its baseline twin (2 + 2), FLOPs (1 + 1 for a new
@@ -86,7 +98,8 @@ class CostModel:
         return budget.warmup_rounds + rounds + pairs + budget.phase_reps + _FIXED_STEPS
 
     def seconds(self, case: Case, budget: Budget) -> float:
-        return self.overhead_s + self.steps(case, budget) * self.step_seconds(case)
+        launch = PARALLEL_OVERHEAD_S if case.is_parallel else 0.0
+        return launch + self.overhead_s + self.steps(case, budget) * self.step_seconds(case)
 
     def fit(self, measured: Mapping[Case, float], budget: Budget) -> CostModel:
         """Least-squares refit of the overhead and the per-FLOP time to measured case seconds
@@ -97,7 +110,8 @@ class CostModel:
         for case, seconds in measured.items():
             steps = self.steps(case, budget)
             rows.append([1.0, steps * 3.0 * forward_flops(case)])
-            ys.append(seconds - steps * self.step_overhead_s)
+            launch = PARALLEL_OVERHEAD_S if case.is_parallel else 0.0
+            ys.append(seconds - steps * self.step_overhead_s - launch)
         coef, *_ = np.linalg.lstsq(np.asarray(rows), np.asarray(ys), rcond=None)
         overhead, per_flop = float(coef[0]), float(coef[1])
         if not (math.isfinite(overhead) and math.isfinite(per_flop)) or per_flop <= 0:

@@ -22,6 +22,7 @@ kept alive by a reference cycle through its nodes, for instance).
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -43,9 +44,11 @@ __all__ = [
     "cuda_peak",
     "cuda_rounded",
     "foreign_cpu_bytes",
+    "local_tensor",
     "measure_bytes_by_category",
     "measure_peak_memory",
     "measure_workspace",
+    "process_tensor_bytes",
     "storage_bytes",
     "workspace_bytes",
 ]
@@ -115,9 +118,21 @@ class MemoryResult:
     workspace_bytes: int
 
 
+def local_tensor(t: Tensor) -> Tensor:
+    """What this process stores of ``t``: a DTensor's local shard (FSDP2's parameters, their
+    gradients and optimizer state), any other tensor as it is."""
+    dtensor = sys.modules.get("torch.distributed.tensor")  # no DTensor exists before its import
+    if dtensor is not None and isinstance(t, dtensor.DTensor):
+        with torch.no_grad():
+            local: Tensor = t.to_local()
+        return local
+    return t
+
+
 def _storage_key(t: Tensor) -> tuple[int, int] | None:
     if getattr(t, "fake_mode", None) is not None:
         return None  # torch.compile's fake tensors (gc sees them while it compiles): no memory
+    t = local_tensor(t)
     try:
         s = t.untyped_storage()
         return (s.data_ptr(), s.nbytes())
@@ -155,6 +170,13 @@ def _reachable_tensors(device: torch.device) -> list[Tensor]:
             except RuntimeError:  # tensor subclasses without a device
                 continue
     return found
+
+
+def process_tensor_bytes(device: torch.device) -> int:
+    """Bytes of the distinct storages of every tensor on ``device``'s type that gc can reach in
+    this process: the live state of a worker process, which holds nothing but its case."""
+    gc.collect()
+    return storage_bytes(_reachable_tensors(device))
 
 
 def foreign_cpu_bytes(own: Iterable[Tensor]) -> int:

@@ -22,6 +22,7 @@ __all__ = [
     "EXAMPLE_FACTORY",
     "FREEZE_MECHANISMS",
     "MAIN_MECHANISMS",
+    "PARALLEL_MECHANISMS",
     "PROFILES",
     "Grid",
     "Profile",
@@ -84,6 +85,10 @@ class Grid:
     adapters: tuple[str, ...] = ("none",)
     #: LoRA ranks, for the grid's ``lora`` adapter values.
     lora_ranks: tuple[int, ...] = (8,)
+    #: Data-parallel set-ups (``--bench-parallel`` replaces them): ``none`` runs in one
+    #: process; the others on ``worlds`` ranks each (``--bench-world`` replaces them).
+    parallel: tuple[str, ...] = ("none",)
+    worlds: tuple[int, ...] = (2,)
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,40 @@ def _lora(
     )  # fmt: skip
 
 
+#: The mechanisms the parallel grids sweep: the module-level one DDP refuses, the parameter
+#: flag, and the one that leaves frozen parameters trainable (still all-reduced).
+PARALLEL_MECHANISMS = ("no_grad", "requires_grad", "optimizer_only")
+
+
+def _parallel(model: str, depth: int, width: int, batch: int, **sizes: int) -> list[Grid]:
+    """A family's data-parallel grids at one size (batch per rank): DDP and FSDP2 on the frozen
+    prefix and middle under :data:`PARALLEL_MECHANISMS`."""
+    extra = tuple(sizes.items())
+    patterns = ("none", "prefix", "middle")
+    return [
+        Grid(model, (depth,), width, batch, patterns, PARALLEL_MECHANISMS, extra=extra,
+             parallel=("ddp", "fsdp")),
+    ]  # fmt: skip
+
+
+def _parallel_flags(model: str, depth: int, width: int, batch: int) -> list[Grid]:
+    """What DDP's flags and FSDP1 change: ``find_unused_parameters`` and ``static_graph`` on the
+    frozen prefix and middle under no_grad and requires_grad; FSDP1 with and without
+    ``use_orig_params`` on the middle under requires_grad and optimizer_only, and on the
+    weights alone (``names``: frozen and trainable parameters in one unit) under
+    requires_grad."""
+    flags = ("ddp_find_unused", "ddp_static")
+    fsdp1 = ("fsdp1", "fsdp1_orig_params")
+    return [
+        Grid(model, (depth,), width, batch, ("none", "prefix", "middle"),
+             ("no_grad", "requires_grad"), parallel=flags),
+        Grid(model, (depth,), width, batch, ("none", "middle"),
+             ("requires_grad", "optimizer_only"), parallel=fsdp1),
+        Grid(model, (depth,), width, batch, ("names",), ("requires_grad",),
+             freeze=("blocks.*.0.weight",), parallel=fsdp1),
+    ]  # fmt: skip
+
+
 def _family(
     model: str, depths: tuple[int, ...], width: int, batch: int, **sizes: int
 ) -> list[Grid]:
@@ -278,6 +317,10 @@ PROFILES: dict[str, Profile] = {
                 freeze=("enc.0.*", "dec.0.*"),
                 factory=EXAMPLE_FACTORY,
             ),
+            # Data parallelism on two ranks: DDP refusing a prefix under no_grad, FSDP2 with a
+            # prefix under requires_grad.
+            Grid("mlp", (4,), 64, 16, ("none", "prefix"), ("no_grad",), parallel=("ddp",)),
+            Grid("mlp", (4,), 64, 16, ("none", "prefix"), ("requires_grad",), parallel=("fsdp",)),
         ),
         Budget(
             warmup_rounds=1,
@@ -316,6 +359,9 @@ PROFILES: dict[str, Profile] = {
             _lora("transformer", 4, 64, 8, (8, 24), seq_len=32),
             _lora("bert", 4, 128, 8, (8, 64), seq_len=64),
             Grid("factory", (4,), 16, 8, extra=(("image_size", 32),)),
+            *_parallel("mlp", 8, 256, 64),
+            *_parallel("transformer", 4, 64, 8, seq_len=32),
+            *_parallel_flags("mlp", 8, 256, 64),
         ),
         Budget(
             warmup_rounds=2,
@@ -358,6 +404,17 @@ PROFILES: dict[str, Profile] = {
             ),
             _seed(512, 32, depth=8, seq=256),
             Grid("factory", (8,), 64, 32, extra=(("image_size", 64), ("seq_len", 256))),
+            # One GPU: DDP over nccl in a world of one (--bench-world N with N GPUs).
+            Grid(
+                "mlp",
+                (8,),
+                2048,
+                256,
+                ("none", "prefix"),
+                ("requires_grad",),
+                parallel=("ddp",),
+                worlds=(1,),
+            ),
         ),
         Budget(
             warmup_rounds=2,
@@ -395,6 +452,11 @@ PROFILES: dict[str, Profile] = {
             _real("bert", (12,), 768, 32, seq_len=128, vocab_size=30522),
             _real("gpt2", (12,), 768, 8, seq_len=512, vocab_size=50257),
             Grid("factory", (8,), 64, 32, extra=(("image_size", 64), ("seq_len", 256))),
+            # Data parallelism, one rank per GPU (world 1 here; --bench-world N with N GPUs).
+            *(
+                dataclasses.replace(g, worlds=(1,))
+                for g in (*_parallel("mlp", 8, 2048, 256), *_parallel_flags("mlp", 8, 2048, 256))
+            ),
         ),
         Budget(
             warmup_rounds=5,

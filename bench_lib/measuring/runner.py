@@ -1,9 +1,12 @@
 """Measure one case: timed rounds (through a callback), then separate measurement passes.
 
 The timed loop is owned by the caller (pytest-benchmark's ``pedantic`` in ``benchmarks/``), so
-this module stays free of pytest. Order: validity check (fresh models), calibration and warm-up,
-timed rounds, interleaved ratio pairs against the baseline, FLOPs, phase times, peak memory,
-bytes by category. Nothing but the step runs inside the timed loop.
+this module stays free of pytest. Order: launch, validity check (fresh models), calibration and
+warm-up, timed rounds, interleaved ratio pairs against the baseline, FLOPs, phase times, peak
+memory, bytes by category, communication. Nothing but the step runs inside the timed loop.
+
+Where the workload runs is a launcher's business (:mod:`bench_lib.measuring.launcher`): in this
+process, or on torch.distributed workers for a parallel case; the passes are the same.
 
 A failure never escapes as an exception: an out-of-memory error gives ``status='oom'``, any
 other exception ``status='error'``, each with the message, and what was measured before the
@@ -22,19 +25,19 @@ from typing import Any
 import torch
 
 from ..record import FIELDS, make_record
-from . import adapters, cost, devices, memory, phases, stats, variants, verify
+from . import cost, devices, memory, phases, stats, variants, verify
 from .budget import Budget
 from .devices import DeviceUnavailable
 from .families import family_size, family_sizes
+from .launcher import CaseRun, Launcher, calibrate, launcher_for, release
 from .spec import Case
-from .training import Workload, build_workload, freeze_summary
+from .training import build_workload, freeze_summary
 
 __all__ = ["Budget", "TimeSteps", "is_oom", "measure_case", "warm_up_process"]
 
 #: ``time_steps(step, warmup_rounds, rounds)``: run ``step`` in a timed loop and keep the samples.
 TimeSteps = Callable[[Callable[[], None], int, int], None]
 
-CALIBRATION_STEPS = 2
 _OOM_TYPES: tuple[type[BaseException], ...] = tuple(
     t for t in (getattr(torch, "OutOfMemoryError", None), torch.cuda.OutOfMemoryError) if t
 )
@@ -45,33 +48,6 @@ def is_oom(e: BaseException) -> bool:
     if isinstance(e, (*_OOM_TYPES, MemoryError)):
         return True
     return isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
-
-
-def _release() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def _calibration_steps(w: Workload) -> int:
-    """Steps before timing: a compiled case runs one more, so that its last one runs compiled
-    code (a late freeze recompiles in its second step)."""
-    return max(CALIBRATION_STEPS, w.mechanism.warm_steps) + (w.case.compile == "on")
-
-
-def _calibrate(w: Workload) -> tuple[float, float]:
-    """Run the first steps (allocations, lazy init, late freezes, compiles) and return the last
-    one's time and how much longer the others took than it (``compile_s`` when compiled)."""
-    times = []
-    for _ in range(_calibration_steps(w)):
-        t0 = stats.Clock.now()
-        w.step()
-        times.append(stats.Clock.now() - t0)
-    return times[-1], max(0.0, sum(times) - len(times) * times[-1])
-
-
-def _param_count(params: list[torch.nn.Parameter]) -> int:
-    return sum(p.numel() for p in params)
 
 
 def _case_fields(case: Case) -> dict[str, Any]:
@@ -101,6 +77,8 @@ def _case_fields(case: Case) -> dict[str, Any]:
         "checkpoint": case.checkpoint,
         "adapter": case.adapter,
         "lora_rank": case.lora_rank or None,
+        "parallel": case.parallel,
+        "world_size": case.world,
         **freeze_summary(case),  # n_blocks, frozen_param_names, frozen_modules, tied_frozen
     }
 
@@ -121,50 +99,37 @@ class _PassClock:
             self.seconds[name] = round(time.perf_counter() - t0, 6)
 
 
-#: Step FLOPs of each baseline, counted once per process: every case of a group divides by the
-#: same baseline count, and counting it again per case would be time spent twice.
-_BASELINE_FLOPS: dict[Case, int] = {}
-
-
-def _baseline_flops(base: Workload) -> int:
-    key = base.case
-    if key not in _BASELINE_FLOPS:
-        _BASELINE_FLOPS[key] = cost.count_step_flops(base).total
-    return _BASELINE_FLOPS[key]
-
-
 def _measure(
-    case: Case, budget: Budget, time_steps: TimeSteps, out: dict[str, Any], clock: _PassClock
+    run: CaseRun, budget: Budget, time_steps: TimeSteps, out: dict[str, Any], clock: _PassClock
 ) -> None:
     """Fill ``out`` pass by pass, so that a failure keeps what was measured before it."""
+    case: Case = run.case
     with clock("build"):
-        w = build_workload(case)
-    out["threads"] = torch.get_num_threads()
-    out["trainable_params"] = _param_count(w.trainable_intended)
-    out["frozen_params"] = _param_count(w.frozen_params)
-    out["adapter_params"] = adapters.adapter_param_count(w.plan)
-    _release()
+        info = run.build()
+    out["threads"] = info.threads
+    out["trainable_params"] = info.trainable_params
+    out["frozen_params"] = info.frozen_params
+    out["adapter_params"] = info.adapter_params
+    release()
     # Dynamo's work is counted over the case's own first steps and timed rounds, before any
     # measurement pass (and before its baseline twin compiles its own code).
     with variants.CompileWatch(case.compile == "on") as watch:
         with clock("calibration"):
-            step_s, compile_s = _calibrate(w)
-        rounds = budget.rounds_for(step_s)
-        out["warmup_rounds"] = _calibration_steps(w) + budget.warmup_rounds
+            rounds = budget.rounds_for(run.calibrate())
+        out["warmup_rounds"] = info.calibration_steps + budget.warmup_rounds
         out["rounds"] = rounds
         out["gc_enabled"] = gc.isenabled()
         with clock("timed"):
-            time_steps(w.step, budget.warmup_rounds, rounds)
+            time_steps(run.step, budget.warmup_rounds, rounds)
     if watch.counts is not None:
-        out.update(compile_s=compile_s, **dataclasses.asdict(watch.counts))
+        out.update(compile_s=run.compile_s, **dataclasses.asdict(watch.counts))
         variants.check_compiled(watch.counts)
 
     # The baseline side of the pairs; for the baseline case itself an identical twin, so that
     # its ratio shows the noise floor (A against A').
     with clock("ratio_pairs"):
-        base = build_workload(case.baseline())
-        _calibrate(base)
-        ratio = stats.interleaved_ratio(w.step, base.step, budget.ratio_pairs)
+        run.build_baseline()
+        ratio = stats.interleaved_ratio(run.step, run.baseline_step, budget.ratio_pairs)
     out.update(
         time_ratio=ratio.median,
         time_ratio_ci_low=ratio.ci_low,
@@ -173,10 +138,7 @@ def _measure(
         ratio_samples=list(ratio.ratios),
     )
     with clock("flops"):
-        base_flops = _baseline_flops(base)
-        del base
-        _release()
-        flops = cost.count_step_flops(w)
+        flops, base_flops = run.flops()  # drops the baseline twin
     out.update(
         flops_forward=flops.forward,
         flops_backward=flops.backward,
@@ -184,13 +146,14 @@ def _measure(
         flops_uncounted_ops=list(flops.uncounted_ops),
     )
     if (twin := variants.axis_twin(case)) is not None:
-        # What the step axes cost: the same case with them at their defaults, in pairs.
+        # What the step axes cost: the same case with them at their defaults, in pairs (step
+        # axes run in this process only: profiles never cross them with a parallel set-up).
         with clock("axis_twin"):
             other = build_workload(twin[1])
-            _calibrate(other)
-            r = stats.interleaved_ratio(w.step, other.step, budget.ratio_pairs)
+            calibrate(other)
+            r = stats.interleaved_ratio(run.step, other.step, budget.ratio_pairs)
             del other
-            _release()
+            release()
         out.update(
             axis_twin=twin[0],
             axis_twin_ratio=r.median,
@@ -199,10 +162,12 @@ def _measure(
         )
     # These results' field names are record keys.
     with clock("phases"):
-        out.update(dataclasses.asdict(phases.measure_phases(w, budget.phase_reps)))
+        out.update(dataclasses.asdict(run.phases(budget.phase_reps)))
     with clock("memory"):
-        out.update(dataclasses.asdict(memory.measure_peak_memory(w)))
-        out.update(dataclasses.asdict(memory.measure_bytes_by_category(w)))
+        out.update(run.memory())
+        out.update(dataclasses.asdict(run.bytes_by_category()))
+    with clock("comm"):
+        out.update(run.comm())
 
 
 #: What the warm-up runs: on CUDA, the matrix products, convolutions and attention of every
@@ -233,7 +198,7 @@ def warm_up_process(device: str) -> None:
         memory.measure_peak_memory(w)
         memory.measure_bytes_by_category(w)
         del w
-        _release()
+        release()
     memory.measure_workspace(devices.resolve(device))
     # Everything alive now (pytest, torch's and the libraries' Python objects: hundreds of
     # thousands) goes into gc's permanent generation: each gc.collect() between passes then
@@ -243,8 +208,12 @@ def warm_up_process(device: str) -> None:
     gc.freeze()
 
 
-def measure_case(case: Case, budget: Budget, time_steps: TimeSteps) -> dict[str, Any]:
-    """Measure ``case`` and return its record (see :mod:`bench_lib.record`).
+def measure_case(
+    case: Case, budget: Budget, time_steps: TimeSteps, launcher: Launcher | None = None
+) -> dict[str, Any]:
+    """Measure ``case`` and return its record (see :mod:`bench_lib.record`), with ``launcher``
+    (by default :func:`~bench_lib.measuring.launcher.launcher_for` the case: in this process,
+    or on torch.distributed workers for a parallel case).
 
     Raises only :class:`~bench_lib.devices.DeviceUnavailable` (the caller skips the case);
     every other failure is recorded in ``status`` / ``status_message``.
@@ -253,10 +222,13 @@ def measure_case(case: Case, budget: Budget, time_steps: TimeSteps) -> dict[str,
     out.update(_case_fields(case))
     out.update(status="ok", flops_uncounted_ops=[], ratio_samples=[])
     clock = _PassClock(out)
+    run: CaseRun | None = None
     try:
         with variants.compile_scope(case):  # dynamo reset before and after a compiled case
+            with clock("launch"):
+                run = (launcher or launcher_for(case)).start(case, budget)
             with clock("validity"):
-                v = verify.check_case(case)
+                v = run.check()
             out.update(
                 valid=v.valid,
                 verdict=v.verdict,
@@ -266,9 +238,12 @@ def measure_case(case: Case, budget: Budget, time_steps: TimeSteps) -> dict[str,
             )
             if v.verdict == "error":
                 # The mechanism cannot run a step at all: nothing else can be measured.
-                out.update(status="error", status_message=f"the mechanism raised: {v.detail}")
+                under = f" under {case.parallel}" if case.is_parallel else ""
+                out.update(
+                    status="error", status_message=f"the mechanism raised{under}: {v.detail}"
+                )
                 return make_record(out)
-            _measure(case, budget, time_steps, out, clock)
+            _measure(run, budget, time_steps, out, clock)
     except DeviceUnavailable:
         raise
     except Exception as e:
@@ -280,5 +255,9 @@ def measure_case(case: Case, budget: Budget, time_steps: TimeSteps) -> dict[str,
             message = f"compile failed: {message}"
         out.update(status="oom" if is_oom(e) else "error", status_message=message[:500])
     finally:
-        _release()
+        if run is not None:
+            with clock("stop"):  # the record's pass_seconds is this very dict
+                run.close()
+        del run
+        release()
     return make_record(out)

@@ -22,6 +22,7 @@ from ..vocab import (
     MECHANISMS,
     MODELS,
     OPTIMIZERS,
+    PARALLEL,
     PATTERN_CHOICES,
     SCENARIOS,
     STEP_AXES,
@@ -77,6 +78,10 @@ class Case:
     is the ``MODULE:FUNCTION`` (or ``path.py:FUNCTION``) that builds a ``factory`` model, so that
     any process can rebuild the case from it.
 
+    ``parallel`` is the data-parallel set-up (``none``: one process, the default) and ``world``
+    its number of ranks (1 without one); ``batch_size`` is then per rank. The baseline keeps
+    both: a parallel case is compared with the same set-up and world size, nothing frozen.
+
     Raises :class:`CaseError` (a ``ValueError``) naming the field, the value and the choices.
     """
 
@@ -102,6 +107,8 @@ class Case:
     checkpoint: str = "off"
     adapter: str = "none"
     lora_rank: int = 0
+    parallel: str = "none"
+    world: int = 1
 
     def __post_init__(self) -> None:
         for axis, values in STEP_AXES.items():
@@ -119,7 +126,8 @@ class Case:
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("frozen_mode", self.frozen_mode, FROZEN_MODES)
         check_choice("scenario", self.scenario, SCENARIOS)
-        for name in ("depth", "width", "batch_size", "threads"):
+        check_choice("parallel", self.parallel, PARALLEL)
+        for name in ("depth", "width", "batch_size", "threads", "world"):
             _positive(name, getattr(self, name))
         # Normalise so equal cases hash equally whatever the caller passed (list, unsorted).
         blocks = tuple(sorted({int(i) for i in self.frozen_blocks}))
@@ -135,6 +143,11 @@ class Case:
             raise CaseError(
                 f"pattern={self.pattern!r} with freeze={list(self.freeze)}: pattern 'names' "
                 "needs parameter-name globs (--bench-freeze) and no other pattern takes them"
+            )
+        if self.parallel == "none" and self.world != 1:
+            raise CaseError(
+                f"world={self.world} with parallel='none': a world size needs a parallel set-up "
+                f"(--bench-parallel {', '.join(PARALLEL[1:])})"
             )
         n = self.n_blocks  # the family's count; a factory is called (and checked) here
         for i in blocks:
@@ -181,9 +194,15 @@ class Case:
         """A family-specific size (e.g. ``seq_len``, ``image_size``) carried in ``extra``."""
         return dict(self.extra).get(key, default)
 
+    @property
+    def is_parallel(self) -> bool:
+        """Runs on ``world`` worker processes through torch.distributed."""
+        return self.parallel != "none"
+
     def baseline(self) -> Case:
-        """Its baseline: same model, sizes, optimizer, device and step set-up (amp, compile,
-        checkpoint); nothing frozen and no adapter (full fine-tuning of the same model)."""
+        """Its baseline: same model, sizes, optimizer, device, step set-up (amp, compile,
+        checkpoint), parallel set-up and world size; nothing frozen and no adapter (full
+        fine-tuning of the same model)."""
         return dataclasses.replace(
             self,
             pattern="none",
@@ -197,7 +216,8 @@ class Case:
 
     @property
     def id(self) -> str:
-        """Readable pytest id, e.g. ``mlp-d8-w512-b64-middle-requires_grad-adamw-cpu-float32``."""
+        """Readable pytest id, e.g. ``mlp-d8-w512-b64-middle-requires_grad-adamw-cpu-float32``
+        (a parallel case ends with its set-up and world size: ``...-float32-ddp-w2``)."""
         pattern = self.pattern
         if pattern == "explicit":
             pattern = "blocks" + ".".join(str(i) for i in self.frozen_blocks)
@@ -218,6 +238,8 @@ class Case:
             None if self.checkpoint == "off" else "ckpt",
             None if self.adapter == "none" else f"{self.adapter}{self.lora_rank}",
             None if self.threads == 1 else f"t{self.threads}",
+            self.parallel if self.is_parallel else None,
+            f"w{self.world}" if self.is_parallel else None,
         ]
         return "-".join(p for p in parts if p)
 

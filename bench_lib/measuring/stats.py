@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.stats
 
 __all__ = ["Clock", "RatioResult", "interleaved_ratio", "median", "median_ci", "quantile"]
 
@@ -47,6 +46,8 @@ def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float,
     if not values:
         return None
     xs = np.asarray(values, dtype=float)
+    import scipy.stats  # here: a worker process of a parallel case never needs it (1 s)
+
     result = scipy.stats.quantile_test(xs, q=float(np.median(xs)), p=0.5)
     ci = result.confidence_interval(confidence_level=confidence)
     low, high = float(ci.low), float(ci.high)

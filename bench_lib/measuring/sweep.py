@@ -3,7 +3,7 @@
 Each grid of a profile is a cross product over its axes for one model family, with a
 per-case :class:`~bench_lib.measuring.budget.Budget`. Every grid point with a frozen
 pattern also gets its baseline (pattern ``none``, mechanism ``none``), once per (model, depth,
-width, batch, optimizer, device, dtype, threads).
+width, batch, optimizer, device, dtype, threads, parallel set-up, world size).
 
 Filters from the command line *replace* an axis's values in every grid (``--bench-depth 32``
 sweeps depth 32 even if no profile lists it); ``--bench-model`` picks the grids whose family is
@@ -11,7 +11,13 @@ listed. Patterns resolve against each family's number of blocks
 (:meth:`~bench_lib.measuring.families.base.Family.num_blocks`, from the sizes alone), pattern
 ``names`` against the parameter names of the model's skeleton on the meta device.
 Combinations that cannot exist (``middle`` at depth 2, ``no_grad`` on ``*.bias``, a family whose
-optional dependency is missing) are returned as skips with the reason, never silently dropped.
+optional dependency is missing, a BatchNorm model under data parallelism) are returned as skips
+with the reason, never silently dropped.
+
+The parallel axis (``--bench-parallel``, ``--bench-world``) is a grid field like the others: a
+profile gives it grids of their own (it never crosses it with another grid's axes), and the
+options replace it in every grid. A world size belongs to the parallel set-ups only: set-up
+``none`` always runs one process.
 
 ``--bench-model-factory`` puts the user's factory into every ``factory`` grid: quick's runs the
 example factory (``benchmarks/example_factory.py``) by default, the other profiles' factory
@@ -25,6 +31,8 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from torch import nn
+
 from ..vocab import (
     ADAPTERS,
     AMPS,
@@ -36,6 +44,7 @@ from ..vocab import (
     MECHANISMS,
     MODELS,
     OPTIMIZERS,
+    PARALLEL,
     PATTERN_CHOICES,
 )
 from .axes import skip_reason
@@ -56,6 +65,7 @@ from .spec import Case, CaseError, check_choice
 from .training import skeleton
 
 __all__ = [
+    "BATCHNORM_REASON",
     "BLOCK_POSITIONS",
     "EXAMPLE_FACTORY",
     "PROFILES",
@@ -66,6 +76,7 @@ __all__ = [
     "Skip",
     "Sweep",
     "generate",
+    "parallel_skip_reason",
     "parse_ints",
     "parse_list",
     "plan_shards",
@@ -125,6 +136,9 @@ class Filters:
     checkpoints: tuple[str, ...] | None = None
     adapters: tuple[str, ...] | None = None
     lora_ranks: tuple[int, ...] | None = None
+    #: ``--bench-parallel`` and ``--bench-world``: the parallel set-ups and their world sizes.
+    parallel: tuple[str, ...] | None = None
+    worlds: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for name, choices in (
@@ -139,9 +153,13 @@ class Filters:
             ("compiles", COMPILES),
             ("checkpoints", CHECKPOINTS),
             ("adapters", ADAPTERS),
+            ("parallel", PARALLEL),
         ):
             for v in getattr(self, name) or ():
                 check_choice(name, v, choices)
+        for world in self.worlds or ():
+            if isinstance(world, bool) or not isinstance(world, int) or world < 1:
+                raise CaseError(f"world={world!r} must be a positive integer")
         if self.patterns and "explicit" in self.patterns and not self.blocks:
             raise CaseError("pattern 'explicit' needs --bench-blocks (e.g. --bench-blocks 1,3)")
         if self.patterns and "names" in self.patterns and not self.freeze:
@@ -218,6 +236,37 @@ def _names_cases(
             part.cases.append(case)
 
 
+#: Why a model with BatchNorm is a skip under data parallelism.
+BATCHNORM_REASON = (
+    "BatchNorm normalises over each rank's own batch under data parallelism, so no "
+    "single-process reference on the global batch matches it; SyncBatchNorm would, but torch "
+    "runs it on GPUs only, and this suite does not convert models"
+)
+
+
+def parallel_skip_reason(base: Case) -> str | None:
+    """Why ``base`` (a baseline with a parallel set-up) cannot run, or ``None``: the model has
+    BatchNorm (:data:`BATCHNORM_REASON`), or torch has no ``torch.distributed``."""
+    import torch.distributed
+
+    if not torch.distributed.is_available():
+        return f"parallel={base.parallel!r} needs torch.distributed, which this torch lacks"
+    if get_family(base.model).unavailable() is not None:
+        return None  # skipped for that reason anyway
+    model = skeleton(base).model
+    batchnorm = nn.modules.batchnorm._BatchNorm
+    norms = sorted({type(m).__name__ for m in model.modules() if isinstance(m, batchnorm)})
+    return f"{BATCHNORM_REASON} ({', '.join(norms)} in {base.model})" if norms else None
+
+
+def _runs(grid: Grid, f: Filters) -> list[tuple[str, int]]:
+    """The grid's (parallel set-up, world size) pairs after the filters; ``none`` has world 1."""
+    worlds = f.worlds or grid.worlds
+    return [
+        (p, w) for p in (f.parallel or grid.parallel) for w in ((1,) if p == "none" else worlds)
+    ]
+
+
 def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> _GridPart:
     patterns = _patterns(grid, f)
     asked = f.mechanisms or grid.mechanisms
@@ -232,12 +281,13 @@ def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> _GridPart:
         for adapter in f.adapters or grid.adapters
         for rank in (f.lora_ranks or grid.lora_ranks if adapter != "none" else (0,))
     ]
-    setups: list[tuple[str, str, str, tuple[str, int]]] = list(
+    setups: list[tuple[str, str, str, tuple[str, int], tuple[str, int]]] = list(
         itertools.product(
             f.amps or grid.amps,
             f.compiles or grid.compiles,
             f.checkpoints or grid.checkpoints,
             dict.fromkeys(adapters),
+            _runs(grid, f),
         )
     )
     points = itertools.product(
@@ -253,7 +303,8 @@ def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> _GridPart:
     for (depth, width, batch, opt, device, dtype, threads, seed), setup in itertools.product(
         points, setups
     ):
-        amp, comp, ckpt, (adapter, rank) = setup
+        amp, comp, ckpt, (adapter, rank), (parallel, world) = setup
+        first = len(part.cases)
         base = Case(
             grid.model,
             depth,
@@ -272,6 +323,8 @@ def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> _GridPart:
             checkpoint=ckpt,
             adapter=adapter,
             lora_rank=rank,
+            parallel=parallel,
+            world=world,
         )
         n_blocks = base.n_blocks
         part.folded.update((base.baseline(), p, m) for p, m in folds)
@@ -308,6 +361,10 @@ def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> _GridPart:
                         frozen_mode=mode,
                     )
                 )
+        why = parallel_skip_reason(base) if base.is_parallel else None
+        if why is not None:  # every case of this baseline, as a visible skip
+            part.skips.extend(Skip(c.id, why) for c in part.cases[first:])
+            del part.cases[first:]
     for case in list(part.cases):
         if (why := skip_reason(case)) is not None:
             part.cases.remove(case)

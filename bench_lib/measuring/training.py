@@ -50,7 +50,8 @@ class Workload:
 
     ``uninstall`` removes the mechanism's wrappers from the model (a workload that ends with its
     model needs no call to it). ``variant`` runs the step axes: autocast, torch.compile and the
-    checkpoint wrappers (see :mod:`.variants`).
+    checkpoint wrappers (see :mod:`.variants`). ``wrapper`` is the module the step calls where it
+    is not the model itself: a data-parallel wrapper (DDP, FSDP1's root) of a worker's workload.
     """
 
     case: Case
@@ -64,6 +65,7 @@ class Workload:
     device: torch.device
     uninstall: Uninstall
     steps: int = field(default=0)
+    wrapper: nn.Module | None = None
     variant: StepVariant = field(kw_only=True)
 
     @property
@@ -89,9 +91,11 @@ class Workload:
         return _batch(self.built, seed, self.device)
 
     def forward_loss(self, *, eager: bool = False) -> Tensor:
-        """Forward and loss under the step axes (``eager``: without torch.compile)."""
+        """Forward and loss under the step axes (``eager``: without torch.compile), through the
+        data-parallel wrapper where there is one."""
+        module = self.model if self.wrapper is None else self.wrapper
         return self.variant.forward_loss(
-            self.model, self.built.loss, self.inputs, self.targets, eager=eager
+            module, self.built.loss, self.inputs, self.targets, eager=eager
         )
 
     def backward(self, loss: Tensor) -> None:

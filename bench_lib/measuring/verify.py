@@ -12,7 +12,8 @@ step runs and is compared with it:
 * ``frozen_param_moved``: a frozen parameter is not bit-identical after the step;
 * ``frozen_buffer_changed``: a buffer of a frozen block changed (BatchNorm running statistics
   in train mode);
-* ``grad_mismatch``: a trainable gradient differs from the reference beyond the tolerance;
+* ``grad_mismatch``: a trainable gradient differs from the reference beyond the tolerance (or,
+  in a data-parallel case whose ranks hold replicas, the ranks' gradients differ);
 * ``error``: the mechanism raised;
 * ``ok``: none of these.
 
@@ -32,7 +33,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -45,7 +47,19 @@ from .spec import Case
 from .training import Workload, build_workload, freeze_plan
 from .variants import autocast, compile_errors
 
-__all__ = ["CHECK_STEPS", "GRAD_RTOL", "VERDICTS", "Verdict", "check_case", "tolerance"]
+__all__ = [
+    "BATCH_SEED",
+    "CHECK_STEPS",
+    "GRAD_RTOL",
+    "VERDICTS",
+    "Findings",
+    "Subject",
+    "Verdict",
+    "check_case",
+    "rel_err",
+    "tolerance",
+    "verdict",
+]
 
 VERDICTS = (
     "ok",
@@ -59,7 +73,8 @@ CHECK_STEPS = 3
 GRAD_RTOL = {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2}
 #: The dtype whose tolerance an autocast case gets.
 _AMP_RTOL_DTYPE = {"bf16": "bfloat16", "fp16": "float16"}
-_BATCH_SEED = 1000
+#: Seed of the check's first batch (step k draws with ``BATCH_SEED + k``).
+BATCH_SEED = 1000
 
 
 @dataclass(frozen=True)
@@ -84,7 +99,8 @@ def _where(plan: FreezePlan, params: Sequence[nn.Parameter]) -> str:
     return " and ".join(parts)
 
 
-def _rel_err(g: Tensor, ref: Tensor) -> float:
+def rel_err(g: Tensor, ref: Tensor) -> float:
+    """``||g - ref|| / ||ref||`` in float32 (``||g - ref||`` where ``ref`` is 0)."""
     diff = float(torch.linalg.vector_norm(g.float() - ref.float()))
     norm = float(torch.linalg.vector_norm(ref.float()))
     return diff / norm if norm > 0 else diff
@@ -118,16 +134,38 @@ def _reference_grads(
     return [grads[names[id(p)]] for p in intended]
 
 
-class _Findings:
-    def __init__(self) -> None:
-        self.cut: set[int] = set()  # indices into trainable_intended
-        self.moved: dict[str, float] = {}
-        self.buffers: dict[str, float] = {}
-        self.counters: set[str] = set()  # integer buffers among them (num_batches_tracked)
-        self.mismatch = 0.0
-        self.rounding = 0.0
-        self.base_moved: dict[str, float] = {}  # adapted blocks' base weights, by name
-        self.adapter_grads: set[int] = set()  # adapter tensors that got a non-zero gradient
+@dataclass
+class Findings:
+    """What the check saw, over its steps (and, for a parallel case, over every rank)."""
+
+    cut: set[int] = field(default_factory=set)  # indices into trainable_intended
+    moved: dict[str, float] = field(default_factory=dict)
+    buffers: dict[str, float] = field(default_factory=dict)
+    counters: set[str] = field(default_factory=set)  # integer buffers (num_batches_tracked)
+    mismatch: float = 0.0
+    rounding: float = 0.0
+    #: Steps after which the ranks of a replicated (DDP) case held different gradients.
+    disagree: int = 0
+    #: Adapted blocks' base weights that moved, by name, and the adapter tensors (indices into
+    #: trainable_intended) that got a non-zero gradient.
+    base_moved: dict[str, float] = field(default_factory=dict)
+    adapter_grads: set[int] = field(default_factory=set)
+
+    def merge(self, other: Findings) -> None:
+        """Add ``other``'s findings (another rank's) to these."""
+        self.cut |= other.cut
+        for mine, theirs in (
+            (self.moved, other.moved),
+            (self.buffers, other.buffers),
+            (self.base_moved, other.base_moved),
+        ):
+            for n, v in theirs.items():
+                mine[n] = max(mine.get(n, 0.0), v)
+        self.counters |= other.counters
+        self.adapter_grads |= other.adapter_grads
+        self.mismatch = max(self.mismatch, other.mismatch)
+        self.rounding = max(self.rounding, other.rounding)
+        self.disagree = max(self.disagree, other.disagree)
 
 
 def tolerance(case: Case) -> float:
@@ -140,6 +178,19 @@ def tolerance(case: Case) -> float:
     if amp is None:
         return GRAD_RTOL[case.dtype]
     return max(GRAD_RTOL[case.dtype], GRAD_RTOL[amp] * (2 if case.compile == "on" else 1))
+
+
+class Subject(Protocol):
+    """What a verdict names: the model, its freeze plan and the parameters meant to train."""
+
+    @property
+    def model(self) -> nn.Module: ...
+
+    @property
+    def plan(self) -> FreezePlan: ...
+
+    @property
+    def trainable_intended(self) -> list[nn.Parameter]: ...
 
 
 def check_case(case: Case, steps: int = CHECK_STEPS) -> Verdict:
@@ -171,9 +222,9 @@ def _check(case: Case, steps: int) -> Verdict:
     frozen_named = {n: p for n, p in w.model.named_parameters() if id(p) in frozen_ids}
     frozen_bufs = dict(w.plan.frozen_buffers())
     tol = tolerance(case)
-    f = _Findings()
+    f = Findings()
     for k in range(steps):
-        x, y = w.make_batch(_BATCH_SEED + k)
+        x, y = w.make_batch(BATCH_SEED + k)
         w.inputs, w.targets = x, y
         expected = _reference_grads(ref, w, intended, x, y)
         before_p = {n: p.detach().clone() for n, p in frozen_named.items()}
@@ -188,7 +239,7 @@ def _check(case: Case, steps: int) -> Verdict:
             if p.grad is None or not bool(p.grad.any()):
                 f.cut.add(j)
                 continue
-            err = _rel_err(p.grad, ref_g)
+            err = rel_err(p.grad, ref_g)
             if err > tol:
                 f.mismatch = max(f.mismatch, err)
             else:
@@ -210,7 +261,7 @@ def _check(case: Case, steps: int) -> Verdict:
     # peft starts every B at zero, so no A gets a gradient on the first step: an adapter tensor
     # is cut off only if it got none in all the steps.
     f.cut |= {j for j, p in enumerate(intended) if id(p) in adapter_ids - f.adapter_grads}
-    return _verdict(w, f, tol, steps)
+    return verdict(w, f, tol, steps)
 
 
 def _base_weights(w: Workload) -> list[tuple[str, nn.Parameter]]:
@@ -223,7 +274,8 @@ def _adapter_params(w: Workload) -> list[nn.Parameter]:
     return w.plan.adapter_params() if isinstance(w.plan, adapters.AdaptedPlan) else []
 
 
-def _verdict(w: Workload, f: _Findings, tol: float, steps: int) -> Verdict:
+def verdict(w: Subject, f: Findings, tol: float, steps: int) -> Verdict:
+    """The verdict of findings ``f`` over ``steps`` steps of ``w`` (see the module docstring)."""
     intended = w.trainable_intended
     parts: list[tuple[str, str]] = []
     if f.cut:
@@ -272,6 +324,14 @@ def _verdict(w: Workload, f: _Findings, tol: float, steps: int) -> Verdict:
                 "frozen_buffer_changed",
                 f"{len(f.buffers)} buffers of frozen blocks changed "
                 f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}), {drift}",
+            )
+        )
+    if f.disagree:
+        parts.append(
+            (
+                "grad_mismatch",
+                f"the ranks' gradients differ after their all-reduce in {f.disagree} of {steps} "
+                "steps",
             )
         )
     if f.mismatch:

@@ -28,12 +28,24 @@ from ..format import NOT_MEASURED, Row, code, join, records
 from ..results import Run, has_adapter, has_step_axis, is_missing
 from ..setups import setup_columns
 
-__all__ = ["REGISTRY", "Facts", "Finding", "Needs", "facts", "findings", "register"]
+__all__ = [
+    "REGISTRY",
+    "Facts",
+    "Finding",
+    "Needs",
+    "facts",
+    "findings",
+    "is_parallel",
+    "register",
+]
 
 
 @dataclass(frozen=True)
 class Facts:
-    """The rows the findings draw on."""
+    """The rows the findings draw on. ``ok``, ``failed`` and ``frame`` hold the single-process
+    cases only (parallel set-up ``none``): no single-process number mixes in a parallel case.
+    ``parallel`` holds every case with a parallel set-up, measured or failed, for the findings
+    about data parallelism."""
 
     ok: list[Row]
     failed: list[Row]
@@ -41,8 +53,10 @@ class Facts:
     #: Columns that split the answers' bullets: ``device`` when the runs hold several devices,
     #: ``source_label`` when one case id appears in several files (two runs of one sweep).
     scope_columns: tuple[str, ...]
-    #: The whole tidy table (for figures).
+    #: The tidy table of the single-process cases (for figures).
     frame: pd.DataFrame
+    #: Every case with a parallel set-up (DDP, FSDP), measured or failed.
+    parallel: list[Row] = field(default_factory=list)
 
     def where(self, **axes: Any) -> list[Row]:
         """The measured rows with these axis values; without an ``adapter`` given, only rows
@@ -64,7 +78,8 @@ class Facts:
 
 def facts(frame: pd.DataFrame, runs: Sequence[Run]) -> Facts:
     """The :class:`Facts` of a tidy table and the runs it was made from."""
-    rows = records(frame)
+    everything = records(frame)
+    rows = [r for r in everything if not is_parallel(r)]
     return Facts(
         ok=[r for r in rows if r["status"] == "ok"],
         failed=[r for r in rows if r["status"] != "ok"],
@@ -72,11 +87,18 @@ def facts(frame: pd.DataFrame, runs: Sequence[Run]) -> Facts:
         scope_columns=tuple(
             c
             for c in ("device", "source_label")
-            if (c == "device" and len({r["device"] for r in rows}) > 1)
+            if (c == "device" and len({r["device"] for r in everything}) > 1)
             or (c == "source_label" and c in setup_columns(frame))
         ),
-        frame=frame,
+        frame=frame[[not is_parallel(r) for r in everything]] if len(frame) else frame,
+        parallel=[r for r in everything if is_parallel(r)],
     )
+
+
+def is_parallel(row: Row) -> bool:
+    """The row is a case with a parallel set-up (files before the axis have none)."""
+    value = row.get("parallel")
+    return not is_missing(value) and value != "none"
 
 
 @dataclass(frozen=True)

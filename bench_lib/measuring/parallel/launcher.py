@@ -1,0 +1,369 @@
+"""The coordinator's side of a parallel case: :class:`TorchLauncher` and its :class:`TorchRun`.
+
+The pytest process is the coordinator. For one case it
+
+1. opens a ``torch.distributed.TCPStore`` on 127.0.0.1, on a port the OS picks (port 0): the
+   rendezvous of the process group, held here so that no other process can take the port
+   between choosing and binding it;
+2. starts ``world`` workers with torch's own launcher,
+   ``torch.multiprocessing.start_processes(worker.serve, ..., start_method="forkserver")``, each
+   with a pipe to this process; they join the process group (gloo on CPU, nccl on CUDA with one
+   GPU per rank), rebuild the case from its dict and report ready. The workers are forked from
+   multiprocessing's fork server, not from this process (whose threads and state they must not
+   inherit): a clean interpreter that the first parallel case starts with :data:`PRELOAD`
+   imported (torch, and ``torch._dynamo``, which DDP and FSDP import when they are built: 5 s of
+   CPU per worker otherwise), which ends with this process, never runs a case and holds no
+   port. Each case's workers are new processes;
+3. drives every pass and every step: a step sends ``step`` to all ranks and returns when all of
+   them have answered, so that pytest-benchmark's timed loop and the interleaved pairs time one
+   synchronised step of all ranks;
+4. on success and on failure alike (:meth:`TorchRun.close`), asks the workers to stop, waits
+   :data:`STOP_GRACE_S`, then sends SIGTERM and, after :data:`KILL_GRACE_S`, SIGKILL to those
+   still alive (by the pids it started, nothing else), reaps them, and closes the pipes and the
+   store: no process and no listening port of the case is left.
+
+A worker that raises, crashes (its pipe closes, or its process exits) or hangs fails the case:
+:class:`WorkerError` with the worker's first line (``rank 1: RuntimeError: ...``, or ``rank 1
+(pid N) killed by SIGKILL during 'step'``), which the runner records as ``status='error'``; the
+sweep goes on. A hang is detected at a deadline: the workers get :data:`START_S` (90 s) to start
+and report ready, and the case then gets :func:`case_timeout_s` for all its passes: 20 times the
+cost model's estimate of the whole case, at least 60 s. The process group gets both together as
+its timeout, so that a worker stuck in a collective gives up too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import pickle
+import signal
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.multiprocessing.spawn import start_processes
+
+from .. import stats
+from ..budget import Budget
+from ..cost import StepFlops
+from ..costmodel import DEFAULT_MODELS
+from ..devices import DeviceUnavailable, cuda_unavailable_reason
+from ..launcher import CALIBRATION_STEPS, BuildInfo, CaseRun, Launcher
+from ..memory import ByteCounts
+from ..phases import PhaseTimes
+from ..spec import Case
+from ..verify import Verdict
+from . import worker
+from .workload import backend_for
+
+__all__ = [
+    "KILL_GRACE_S",
+    "PRELOAD",
+    "START_METHOD",
+    "START_S",
+    "STOP_GRACE_S",
+    "TorchLauncher",
+    "TorchRun",
+    "WorkerError",
+    "case_timeout_s",
+]
+
+#: How the workers start (see the module docstring), and what the fork server imports first.
+START_METHOD = "forkserver"
+PRELOAD = ["torch", "torch._dynamo", "torch.distributed.fsdp", worker.__name__]
+
+#: Seconds the workers get to start (a fresh interpreter importing torch, the rendezvous, on a
+#: busy machine) and report ready.
+START_S = 90.0
+#: Then the case's passes get this many times the cost model's estimate of the case ...
+WORK_FACTOR = 20.0
+#: ... and at least this many seconds.
+MIN_WORK_S = 60.0
+#: Seconds the workers get to leave after ``stop`` before SIGTERM, then before SIGKILL.
+STOP_GRACE_S = 5.0
+KILL_GRACE_S = 2.0
+
+
+class WorkerError(RuntimeError):
+    """A worker raised, crashed or hung; the message is one line naming the rank."""
+
+
+def case_timeout_s(case: Case, budget: Budget) -> float:
+    """Seconds the case's passes get once its workers are ready: :data:`WORK_FACTOR` times the
+    estimated seconds of the case, at least :data:`MIN_WORK_S`."""
+    model = DEFAULT_MODELS.get(case.device, DEFAULT_MODELS["cpu"])
+    return max(MIN_WORK_S, WORK_FACTOR * model.seconds(case, budget))
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+class TorchRun(CaseRun):
+    """A parallel case on ``case.world`` workers (see the module docstring). Construction
+    launches them and waits until all are in the process group; a failure to start closes
+    everything before raising."""
+
+    def __init__(self, case: Case, timeout_s: float, start_s: float = START_S) -> None:
+        self.case = case
+        self.timeout_s = timeout_s
+        self.start_s = start_s
+        self._deadline = time.monotonic() + start_s
+        self._conns: list[Connection] = []
+        self._context: Any = None
+        self._store: Any = None
+        self._port = 0
+        self._broken: str | None = None
+        self._warm_steps = 0
+        self._closed = False
+        try:
+            self._launch()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---------------------------------------------------------------- launching and stopping
+
+    def _launch(self) -> None:
+        case = self.case
+        if case.device == "cuda":
+            reason = cuda_unavailable_reason()
+            if reason:
+                raise DeviceUnavailable(reason)
+            if torch.cuda.device_count() < case.world:
+                raise DeviceUnavailable(
+                    f"world {case.world} on CUDA needs {case.world} GPUs (one process per "
+                    f"device); this machine has {torch.cuda.device_count()}"
+                )
+        timeout = timedelta(seconds=self.start_s + self.timeout_s)
+        self._store = dist.TCPStore(  # type: ignore[attr-defined]
+            "127.0.0.1", 0, None, is_master=True, timeout=timeout, wait_for_workers=False
+        )
+        self._port = int(self._store.port)
+        context = multiprocessing.get_context(START_METHOD)
+        context.set_forkserver_preload(PRELOAD)  # used when the fork server starts
+        pipes = [context.Pipe() for _ in range(case.world)]
+        self._conns = [mine for mine, _ in pipes]
+        theirs = [other for _, other in pipes]
+        try:
+            self._context = start_processes(
+                worker.serve,
+                args=(
+                    case.world,
+                    self.port,
+                    case.to_dict(),
+                    backend_for(case.device),
+                    self.start_s + self.timeout_s,
+                    theirs,
+                ),
+                nprocs=case.world,
+                join=False,
+                daemon=False,
+                start_method=START_METHOD,
+            )
+        finally:
+            for end in theirs:  # the workers hold theirs now; a dead worker's pipe then closes
+                end.close()
+        self._gather("start")
+        self._deadline = time.monotonic() + self.timeout_s
+
+    @property
+    def port(self) -> int:
+        """The TCP port of the case's rendezvous store on 127.0.0.1 (closed with the case)."""
+        return self._port
+
+    @property
+    def pids(self) -> list[int]:
+        """The workers' process ids, rank order (empty before they started)."""
+        return [] if self._context is None else list(self._context.pids())
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        processes = [] if self._context is None else list(self._context.processes)
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.send(("stop", None))
+        end = time.monotonic() + STOP_GRACE_S
+        for p in processes:
+            p.join(max(0.0, end - time.monotonic()))
+        for p in processes:
+            if p.is_alive():
+                p.terminate()
+        for p in processes:
+            p.join(KILL_GRACE_S)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        for conn in self._conns:
+            conn.close()
+        if self._context is not None:
+            for path in self._context.error_files:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        self._store = None  # closes the rendezvous port
+
+    # ------------------------------------------------------------------------ talking to them
+
+    def _death(self, rank: int, command: str) -> str:
+        """Why worker ``rank`` is gone, in one line."""
+        p = self._context.processes[rank]
+        p.join(KILL_GRACE_S)
+        path = self._context.error_files[rank]
+        how = f"exited with code {p.exitcode}"
+        if os.path.exists(path):  # torch's launcher wrote the traceback of an escaped exception
+            with open(path, "rb") as fh, contextlib.suppress(Exception):
+                how = f"raised {_last_line(pickle.load(fh))}"
+        elif p.exitcode is not None and p.exitcode < 0:
+            how = f"killed by {signal.Signals(-p.exitcode).name}"
+        return f"rank {rank} (pid {p.pid}) {how} during {command!r}"
+
+    def _gather(self, command: str, first: Callable[[Any], bool] | None = None) -> list[Any]:
+        """Every rank's answer to ``command``, in rank order (or the first answer ``first``
+        accepts). Raises :class:`WorkerError` when a rank answers with an error, dies, or does
+        not answer before the case's deadline."""
+        processes = self._context.processes
+        sentinels = {p.sentinel: rank for rank, p in enumerate(processes)}
+        pending = dict(enumerate(self._conns))
+        replies: list[Any] = [None] * len(self._conns)
+        while pending:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                limit = self.start_s if command == "start" else self.timeout_s
+                self._broken = (
+                    f"rank {min(pending)} did not answer {command!r} within the case's "
+                    f"{limit:.0f} s (the worker hangs)"
+                )
+                raise WorkerError(self._broken)
+            ready = wait([*pending.values(), *sentinels], timeout=remaining)
+            for rank, conn in list(pending.items()):
+                if conn not in ready:
+                    continue
+                try:
+                    status, payload = conn.recv()
+                except (EOFError, OSError):
+                    self._broken = self._death(rank, command)
+                    raise WorkerError(self._broken) from None
+                if status != "ok":
+                    self._broken = str(payload)
+                    raise WorkerError(self._broken)
+                if first is not None and first(payload):
+                    self._broken = "an earlier command returned before every rank answered"
+                    return [payload]
+                replies[rank] = payload
+                del pending[rank]
+            for obj in ready:
+                if obj in sentinels and sentinels[obj] in pending:
+                    self._broken = self._death(sentinels[obj], command)
+                    raise WorkerError(self._broken)
+        return replies
+
+    def _call(
+        self, command: str, arg: Any = None, first: Callable[[Any], bool] | None = None
+    ) -> list[Any]:
+        """Send ``command`` to every rank and gather the answers (see :meth:`_gather`)."""
+        if self._closed or self._broken:
+            raise WorkerError(f"the case's workers cannot go on: {self._broken or 'closed'}")
+        for rank, conn in enumerate(self._conns):
+            try:
+                conn.send((command, arg))
+            except OSError:
+                self._broken = self._death(rank, command)
+                raise WorkerError(self._broken) from None
+        return self._gather(command, first)
+
+    # ------------------------------------------------------------------------------- passes
+
+    def check(self) -> Verdict:
+        # A rank that finds the set-up refusing answers at once; the others may be waiting in
+        # a collective for it, and are stopped with the case.
+        verdict: Verdict = self._call("check", first=lambda v: v.verdict == "error")[0]
+        return verdict
+
+    def build(self) -> BuildInfo:
+        info: BuildInfo = self._call("build")[0]
+        self._warm_steps = info.warm_steps
+        return info
+
+    def _step(self) -> None:
+        self._call("step")
+
+    def _baseline_step(self) -> None:
+        self._call("baseline_step")
+
+    def calibrate(self) -> float:
+        elapsed = 0.0
+        for _ in range(max(CALIBRATION_STEPS, self._warm_steps)):
+            t0 = stats.Clock.now()
+            self._step()
+            elapsed = stats.Clock.now() - t0
+        return elapsed
+
+    @property
+    def step(self) -> Callable[[], None]:
+        return self._step
+
+    def build_baseline(self) -> None:
+        self._call("build_baseline")
+        for _ in range(CALIBRATION_STEPS):
+            self._baseline_step()
+
+    @property
+    def baseline_step(self) -> Callable[[], None]:
+        return self._baseline_step
+
+    def flops(self) -> tuple[StepFlops, int]:
+        flops, base = self._call("flops")[0]  # rank 0's: every rank runs the same work
+        return flops, base
+
+    def phases(self, reps: int) -> PhaseTimes:
+        times: list[PhaseTimes] = self._call("phases", reps)
+        return PhaseTimes(
+            forward_s=max(t.forward_s for t in times),
+            backward_s=max(t.backward_s for t in times),
+            optimizer_s=max(t.optimizer_s for t in times),
+            phase_reps=reps,
+        )
+
+    def memory(self) -> dict[str, Any]:
+        ranks: list[dict[str, Any]] = self._call("memory")
+        busiest = dict(max(ranks, key=lambda r: r["peak_memory_bytes"]))
+        busiest["rss_bytes"] = max(r["rss_bytes"] for r in ranks)
+        busiest["rank_peak_memory_bytes"] = [r["peak_memory_bytes"] for r in ranks]
+        return busiest
+
+    def bytes_by_category(self) -> ByteCounts:
+        counts: list[ByteCounts] = self._call("bytes")
+        return ByteCounts(
+            *(max(getattr(c, f.name) for c in counts) for f in dataclasses.fields(ByteCounts))
+        )
+
+    def comm(self) -> dict[str, Any]:
+        ranks: list[dict[str, Any]] = self._call("comm")
+        return {
+            "comm_bytes": max(r["comm_bytes"] for r in ranks),
+            "ddp_buckets": ranks[0]["ddp_buckets"],
+        }
+
+
+class TorchLauncher(Launcher):
+    """Starts a parallel case on torch.distributed workers (a :class:`TorchRun`).
+    ``timeout_s`` replaces :func:`case_timeout_s` (tests use a short one)."""
+
+    name = "torch"
+
+    def __init__(self, timeout_s: float | None = None) -> None:
+        self.timeout_s = timeout_s
+
+    def start(self, case: Case, budget: Budget) -> TorchRun:
+        if not case.is_parallel:
+            raise ValueError(f"{case.id} has no parallel set-up: run it in-process")
+        return TorchRun(case, self.timeout_s or case_timeout_s(case, budget), START_S)

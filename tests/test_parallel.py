@@ -1,0 +1,308 @@
+"""Data parallelism on torch.distributed: real workers (gloo over 127.0.0.1, two ranks), each
+test bounded to a few launches of tiny models.
+
+Verdicts against the single-process reference on the global batch (DDP's reduction error, FSDP1's
+uniform ``requires_grad``, equal gradients), the communicated bytes of a model whose sizes are
+counted by hand, and the clean-up: after a case, whether a worker was killed, raised or hung, no
+worker process and no rendezvous port is left. The plan-time side (the axis, ids, skips, options)
+runs without workers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from bench_lib.measuring import runner
+from bench_lib.measuring.budget import Budget
+from bench_lib.measuring.devices import DeviceUnavailable
+from bench_lib.measuring.parallel import launcher as parallel_launcher
+from bench_lib.measuring.parallel.launcher import TorchLauncher, TorchRun
+from bench_lib.measuring.parallel.setups import SETUPS
+from bench_lib.measuring.parallel.workload import backend_for, rank_device, rank_seed
+from bench_lib.measuring.spec import Case, CaseError
+from bench_lib.measuring.sweep import PROFILES, Filters, generate
+from bench_lib.vocab import PARALLEL
+
+ROOT = Path(__file__).resolve().parents[1]
+FAULTS = f"{Path(__file__).resolve().parent / 'parallel_faults.py'}:build"
+TINY = Budget(
+    warmup_rounds=0, target_time_s=1e-3, min_rounds=2, max_rounds=2, ratio_pairs=1, phase_reps=1
+)
+
+# The hand-counted MLP: depth 4, width 8, 10 classes. A block is Linear(8, 8): 64 + 8 = 72
+# parameters; the head Linear(8, 10): 80 + 10 = 90. Float32, so 4 bytes each.
+BLOCK, HEAD = 8 * 8 + 8, 8 * 10 + 10
+ALL_BYTES = 4 * (4 * BLOCK + HEAD)  # 1512: every gradient
+PREFIX_TRAINABLE_BYTES = 4 * (2 * BLOCK + HEAD)  # 936: blocks 2, 3 and the head
+
+
+def mlp(pattern: str, mechanism: str, parallel: str, **kw: Any) -> Case:
+    blocks = {"none": (), "prefix": (0, 1), "middle": (1,)}[pattern]
+    return Case("mlp", 4, 8, 4, pattern, blocks, mechanism, parallel=parallel, world=2, **kw)
+
+
+#: multiprocessing's own service processes: its resource tracker and the fork server the
+#: workers are forked from, started by the first parallel case for the whole session.
+SERVICES = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def _children() -> set[int]:
+    """This process's descendants (workers are the fork server's children), but
+    multiprocessing's service processes."""
+    out = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if not any(s in " ".join(child.cmdline()) for s in SERVICES):
+                out.add(child.pid)
+        except psutil.Error:
+            continue
+    return out
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _gone(pids: list[int]) -> bool:
+    return all(
+        not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        for pid in pids
+    )
+
+
+class Recorder(TorchLauncher):
+    """The torch launcher, keeping the run it started (its pids and port)."""
+
+    def __init__(self, timeout_s: float | None = None) -> None:
+        super().__init__(timeout_s)
+        self.run: TorchRun | None = None
+
+    def start(self, case: Case, budget: Budget) -> TorchRun:
+        self.run = super().start(case, budget)
+        return self.run
+
+
+@pytest.fixture
+def clean() -> Iterator[None]:
+    """The test leaves no child process behind."""
+    before = _children()
+    yield
+    assert _children() <= before
+
+
+def _run(case: Case, *passes: Callable[[TorchRun], Any]) -> list[Any]:
+    """Launch ``case``, run ``passes`` on it, close it; check that its workers and port are gone."""
+    run = TorchLauncher().start(case, TINY)
+    pids, port = run.pids, run.port
+    assert len(pids) == 2
+    try:
+        return [p(run) for p in passes]
+    finally:
+        run.close()
+        assert _gone(pids), pids
+        assert _port_is_free(port)
+
+
+# ------------------------------------------------------------------------------ verdicts
+
+
+@pytest.mark.usefixtures("clean")
+def test_ddp_refuses_no_grad_on_a_middle_block_without_find_unused_parameters() -> None:
+    (v,) = _run(mlp("middle", "no_grad", "ddp"), TorchRun.check)
+    assert v.verdict == "error"
+    assert "Expected to have finished reduction in the prior iteration" in v.detail
+
+
+@pytest.mark.usefixtures("clean")
+def test_fsdp1_refuses_frozen_and_trainable_parameters_in_one_flat_parameter() -> None:
+    # Only block 1's weight is frozen: its unit mixes it with the trainable bias.
+    case = Case(
+        "mlp", 4, 8, 4, "names", (), "requires_grad", freeze=("blocks.1.0.weight",),
+        parallel="fsdp1", world=2,
+    )  # fmt: skip
+    (v,) = _run(case, TorchRun.check)
+    assert v.verdict == "error"
+    assert "uniform" in v.detail and "requires_grad" in v.detail, v.detail
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_gradients_equal_the_reference_and_bytes_are_counted_by_hand(parallel: str) -> None:
+    """A valid case gets the single-process reference gradients on the global batch (every
+    rank, every shard); a rank sends the trainable gradients only under requires_grad, every
+    gradient under optimizer_only (the frozen blocks keep requires_grad)."""
+
+    def build_and_comm(run: TorchRun) -> dict[str, Any]:
+        run.build()
+        return run.comm()
+
+    verdict, comm = _run(mlp("prefix", "requires_grad", parallel), TorchRun.check, build_and_comm)
+    assert verdict.verdict == "ok", verdict.detail
+    assert "6 trainable tensors got the reference gradients" in verdict.detail
+    assert comm["comm_bytes"] == PREFIX_TRAINABLE_BYTES
+    (comm,) = _run(mlp("prefix", "optimizer_only", parallel), build_and_comm)
+    assert comm["comm_bytes"] == ALL_BYTES
+    assert comm["ddp_buckets"] == (1 if parallel == "ddp" else None)
+
+
+@pytest.mark.usefixtures("clean")
+def test_find_unused_parameters_runs_no_grad_and_the_check_sees_the_cut() -> None:
+    (v,) = _run(mlp("middle", "no_grad", "ddp_find_unused"), TorchRun.check)
+    assert v.verdict == "graph_cut"
+    assert "block 0" in v.detail
+
+
+# ------------------------------------------------------------------------- reliability
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_killed_worker_fails_the_case_and_nothing_survives_it() -> None:
+    launcher = Recorder()
+    killed: list[int] = []
+
+    def time_steps(step: Callable[[], None], warmup: int, rounds: int) -> None:
+        assert launcher.run is not None
+        step()
+        killed.append(launcher.run.pids[1])
+        os.kill(killed[0], signal.SIGKILL)
+        for _ in range(3):
+            step()
+
+    record = runner.measure_case(mlp("prefix", "requires_grad", "ddp"), TINY, time_steps, launcher)
+    assert record["status"] == "error"
+    assert f"rank 1 (pid {killed[0]}) killed by SIGKILL" in record["status_message"]
+    assert record["verdict"] == "ok"  # measured before the kill, and kept
+    assert launcher.run is not None
+    assert _gone(launcher.run.pids)
+    assert _port_is_free(launcher.run.port)
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        (1, "rank 1: RuntimeError: injected fault on rank 1"),
+        (2, "did not answer 'step' within the case's 12 s (the worker hangs)"),
+    ],
+    ids=["raises", "hangs"],
+)
+def test_a_worker_that_raises_or_hangs_fails_the_case(
+    monkeypatch: pytest.MonkeyPatch, fault: int, message: str
+) -> None:
+    monkeypatch.setattr(parallel_launcher, "STOP_GRACE_S", 1.0)
+    extra = (("seq_len", fault),)  # the fault (tests/parallel_faults.py)
+    case = Case("factory", 2, 8, 4, factory=FAULTS, parallel="ddp", world=2, extra=extra)
+    launcher = Recorder(timeout_s=12)
+    record = runner.measure_case(case, TINY, lambda s, w, r: [s() for _ in range(w + r)], launcher)
+    assert record["status"] == "error"
+    assert message in record["status_message"]
+    assert launcher.run is not None and _gone(launcher.run.pids)
+
+
+# ------------------------------------------------------------------------------ devices
+
+
+def test_cuda_takes_the_nccl_path_one_process_per_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without a GPU: the launch of a CUDA case is stopped where it would start the workers,
+    and what it would give them is checked."""
+    assert backend_for("cuda") == "nccl" and backend_for("cpu") == "gloo"
+    assert str(rank_device("cuda", 1)) == "cuda:1" and str(rank_device("cpu", 1)) == "cpu"
+    seen: dict[str, Any] = {}
+
+    class Stop(Exception):
+        pass
+
+    def start_processes(fn: Any, args: tuple[Any, ...], nprocs: int, **kw: Any) -> Any:
+        seen.update(fn=fn, args=args, nprocs=nprocs, **kw)
+        raise Stop
+
+    monkeypatch.setattr(parallel_launcher, "cuda_unavailable_reason", lambda: None)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    monkeypatch.setattr(parallel_launcher, "start_processes", start_processes)
+    case = Case("mlp", 2, 8, 4, device="cuda", parallel="ddp", world=2)
+    with pytest.raises(Stop):
+        TorchLauncher().start(case, TINY)
+    world, _port, case_dict, backend, _timeout, conns = seen["args"]
+    assert (world, backend, seen["nprocs"], len(conns)) == (2, "nccl", 2, 2)
+    assert Case.from_dict(case_dict) == case
+    assert seen["start_method"] == parallel_launcher.START_METHOD
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    with pytest.raises(DeviceUnavailable, match="needs 2 GPUs"):
+        TorchLauncher().start(case, TINY)
+
+
+# ------------------------------------------------------------------- the axis, at plan time
+
+
+def test_the_setups_registry_is_the_vocabulary() -> None:
+    assert set(SETUPS) == set(PARALLEL) - {"none"}
+
+
+def test_case_axis_id_round_trip_and_baseline() -> None:
+    case = mlp("prefix", "requires_grad", "ddp")
+    assert case.id == "mlp-d4-w8-b4-prefix-requires_grad-adamw-cpu-float32-ddp-w2"
+    assert Case.from_dict(case.to_dict()) == case
+    assert case.baseline() == Case("mlp", 4, 8, 4, parallel="ddp", world=2)
+    assert Case("mlp", 4, 8, 4).id == "mlp-d4-w8-b4-none-none-adamw-cpu-float32"
+    with pytest.raises(CaseError, match="world=2 with parallel='none'"):
+        Case("mlp", 4, 8, 4, world=2)
+    with pytest.raises(CaseError, match="parallel='horovod' is not one of: none, ddp"):
+        Case("mlp", 4, 8, 4, parallel="horovod")
+    with pytest.raises(CaseError, match="world=0 must be a positive integer"):
+        Case("mlp", 4, 8, 4, parallel="ddp", world=0)
+    assert {rank_seed(5, r, 2) for r in (0, 1)} == {10, 11} and rank_seed(5, 0, 1) == 5
+
+
+def test_sweep_replaces_the_axis_and_skips_batchnorm_models() -> None:
+    f = Filters(models=("mlp", "cnn"), optimizers=("adamw",), patterns=("none", "prefix"),
+                mechanisms=("requires_grad",), parallel=("none", "fsdp"), worlds=(3,))  # fmt: skip
+    sweep = generate(PROFILES["quick"], f)
+    ids = [c.id for c in sweep.cases]
+    assert "mlp-d4-w64-b16-prefix-requires_grad-adamw-cpu-float32-fsdp-w3" in ids
+    assert "mlp-d4-w64-b16-prefix-requires_grad-adamw-cpu-float32" in ids
+    assert not any(c.model == "cnn" and c.is_parallel for c in sweep.cases)
+    cnn = [s for s in sweep.skips if s.id.startswith("cnn") and s.id.endswith("-fsdp-w3")]
+    assert cnn and all("BatchNorm" in s.reason and "SyncBatchNorm" in s.reason for s in cnn)
+    # Without the option, each grid keeps its own: quick's parallel cases, with baselines.
+    quick = [c for c in generate(PROFILES["quick"], Filters()).cases if c.is_parallel]
+    assert sorted(c.id.split("-float32-")[1] + " " + c.mechanism for c in quick) == [
+        "ddp-w2 no_grad", "ddp-w2 none", "fsdp-w2 none", "fsdp-w2 requires_grad",
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bench-parallel", "horovod"], "--bench-parallel='horovod' is not one of: none, ddp"),
+        (["--bench-world", "0"], "--bench-world='0': 0 must be >= 1"),
+    ],
+)
+def test_bad_parallel_options_are_usage_errors(args: list[str], message: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks/", "-q", "-p", "no:cacheprovider",
+         "--bench-profile", "quick", *args, "--collect-only"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "freeze-bench:" in line]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
