@@ -65,15 +65,21 @@ def calibration_steps(w: Workload) -> int:
     return max(CALIBRATION_STEPS, w.mechanism.warm_steps) + (w.case.compile == "on")
 
 
-def calibrate(w: Workload) -> tuple[float, float]:
-    """Run the first steps (allocations, lazy init, late freezes, compiles) and return the last
-    one's time and how much longer the others took than it (``compile_s`` when compiled)."""
+def time_first_steps(step: Callable[[], object], n: int) -> tuple[float, float]:
+    """Run ``step`` ``n`` times and return the last run's seconds and how much longer the
+    others took than it (``compile_s`` when compiled)."""
     times = []
-    for _ in range(calibration_steps(w)):
+    for _ in range(n):
         t0 = stats.Clock.now()
-        w.step()
+        step()
         times.append(stats.Clock.now() - t0)
     return times[-1], max(0.0, sum(times) - len(times) * times[-1])
+
+
+def calibrate(w: Workload) -> tuple[float, float]:
+    """Run the first steps (allocations, lazy init, late freezes, compiles): see
+    :func:`time_first_steps`."""
+    return time_first_steps(w.step, calibration_steps(w))
 
 
 @dataclass(frozen=True)

@@ -49,12 +49,11 @@ import torch
 import torch.distributed as dist
 from torch.multiprocessing.spawn import start_processes
 
-from .. import stats
 from ..budget import Budget
 from ..cost import StepFlops
 from ..costmodel import DEFAULT_MODELS
 from ..devices import DeviceUnavailable, cuda_unavailable_reason
-from ..launcher import CALIBRATION_STEPS, BuildInfo, CaseRun, Launcher
+from ..launcher import CALIBRATION_STEPS, BuildInfo, CaseRun, Launcher, time_first_steps
 from ..memory import ByteCounts
 from ..phases import PhaseTimes
 from ..spec import Case
@@ -121,7 +120,7 @@ class TorchRun(CaseRun):
         self._store: Any = None
         self._port = 0
         self._broken: str | None = None
-        self._warm_steps = 0
+        self._calibration_steps = CALIBRATION_STEPS
         self._closed = False
         try:
             self._launch()
@@ -290,7 +289,7 @@ class TorchRun(CaseRun):
 
     def build(self) -> BuildInfo:
         info: BuildInfo = self._call("build")[0]
-        self._warm_steps = info.warm_steps
+        self._calibration_steps = info.calibration_steps
         return info
 
     def _step(self) -> None:
@@ -300,12 +299,7 @@ class TorchRun(CaseRun):
         self._call("baseline_step")
 
     def calibrate(self) -> float:
-        elapsed = 0.0
-        for _ in range(max(CALIBRATION_STEPS, self._warm_steps)):
-            t0 = stats.Clock.now()
-            self._step()
-            elapsed = stats.Clock.now() - t0
-        return elapsed
+        return time_first_steps(self._step, self._calibration_steps)[0]
 
     @property
     def step(self) -> Callable[[], None]:

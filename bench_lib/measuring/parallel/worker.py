@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 
 from .. import cost, memory, phases
-from ..launcher import CALIBRATION_STEPS, BuildInfo
+from ..launcher import BuildInfo, calibration_steps
 from ..spec import Case
 from ..training import Workload
 from . import collectives
@@ -96,7 +96,7 @@ class Rank:
             trainable_params=self._case.trainable_params,
             frozen_params=self._case.frozen_params,
             warm_steps=self.w.mechanism.warm_steps,
-            calibration_steps=max(CALIBRATION_STEPS, self.w.mechanism.warm_steps),
+            calibration_steps=calibration_steps(self.w),
         )
 
     def build_baseline(self) -> None:
