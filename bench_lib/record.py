@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .axes import AXES
+
 __all__ = [
     "FIELDS",
     "SCHEMA_VERSION",
@@ -38,35 +40,30 @@ class Field:
     null_when: str = ""
 
 
+def _axis_fields() -> dict[str, Field]:
+    """The identity entries: one per axis of the axis table (:mod:`bench_lib.axes`), with the
+    axis's unit, description and values."""
+    out: dict[str, Field] = {}
+    for a in AXES.values():
+        if a.name == "extra":  # recorded as seq_len, image_size and family_sizes
+            continue
+        doc = a.doc
+        if a.kind == "choice":
+            doc += ": " + ", ".join(f"`{v}`" for v in a.values)
+        out[a.record_field] = Field(a.unit, doc, a.null_when)
+    return out
+
+
 FIELDS: dict[str, Field] = {
     "schema_version": Field("-", f"version of this schema (now {SCHEMA_VERSION})"),
     "case_id": Field("-", "the readable pytest id of the case"),
-    "scenario": Field("-", "`sweep`, or `seed` for the X-feeds-Y scenario"),
-    "model": Field(
-        "-", "model family: mlp, transformer, cnn, xy, resnet, vit, bert, gpt2, or factory"
-    ),
-    "factory": Field(
-        "-",
-        "the factory (`MODULE:FUNCTION` or `path.py:FUNCTION`) that built the model",
-        "the model is not `factory`",
-    ),
-    "depth": Field(
-        "layers",
-        "number of layers: blocks of the stacks, encoder/decoder layers of vit, bert and gpt2, "
-        "residual layers of resnet, the factory's depth argument",
-    ),
+    **_axis_fields(),
     "n_blocks": Field(
         "blocks",
         "freezable blocks the patterns index: depth for the stacks, depth + 1 for resnet, vit, "
         "bert and gpt2 (block 0 is the embeddings or stem), the factory's own list",
         "a run before this field",
     ),
-    "width": Field(
-        "features",
-        "hidden size (mlp, transformer d_model, xy, vit, bert, gpt2) or channels (cnn; resnet's "
-        "stem)",
-    ),
-    "batch_size": Field("samples", "samples per step"),
     "seq_len": Field(
         "tokens", "sequence length", "the family has no sequence (mlp, cnn, resnet, vit)"
     ),
@@ -78,44 +75,6 @@ FIELDS: dict[str, Field] = {
         "every size the family reads beside depth, width and batch, defaults included "
         "(seq_len, image_size, patch_size, vocab_size)",
         "a run before this field",
-    ),
-    "pattern": Field("-", "frozen-layer pattern name"),
-    "frozen_blocks": Field(
-        "list of int", "block indices frozen by the pattern (of n_blocks; empty for `names`)"
-    ),
-    "freeze_globs": Field(
-        "list of glob",
-        "the --bench-freeze globs matched against parameter names",
-        "pattern is not `names`",
-    ),
-    "mechanism": Field("-", "freeze mechanism name (`none` for the baseline)"),
-    "frozen_mode": Field("-", "`train` or `eval`: the mode frozen blocks run in"),
-    "optimizer": Field("-", "adamw or sgd (momentum 0.9)"),
-    "device": Field("-", "cpu or cuda"),
-    "dtype": Field("-", "parameter and activation dtype"),
-    "threads": Field("threads", "torch intra-op threads in force during the case"),
-    "seed": Field("-", "seed of the model initialisation; the batch uses seed + 1"),
-    "amp": Field(
-        "-",
-        "`none`, or the autocast dtype around forward and loss (`bf16`, `fp16`), float32 "
-        "parameters and optimizer",
-    ),
-    "compile": Field("-", "`on` when the step's forward and loss run through torch.compile"),
-    "checkpoint": Field(
-        "-", "`on` when the trainable blocks run under non-reentrant activation checkpointing"
-    ),
-    "adapter": Field("-", "`none`, or `lora` (peft) on the blocks the pattern leaves trainable"),
-    "lora_rank": Field("-", "the LoRA rank", "adapter is `none`"),
-    "parallel": Field(
-        "-",
-        "data-parallel set-up: `none` (one process), `ddp`, `ddp_find_unused`, `ddp_static`, "
-        "`fsdp` (FSDP2), `fsdp1`, `fsdp1_orig_params`",
-        "a run before this field (read as `none`)",
-    ),
-    "world_size": Field(
-        "ranks",
-        "worker processes of a parallel case (1 without one); batch_size is per rank",
-        "a run before this field (read as 1)",
     ),
     "gc_enabled": Field("bool", "whether Python's garbage collector was enabled while timing"),
     "warmup_rounds": Field("steps", "untimed steps before the timed rounds"),
@@ -241,15 +200,38 @@ FIELDS: dict[str, Field] = {
     "axis_twin_ratio_ci_high": Field(
         "ratio", "upper end of that interval", "axis_twin_ratio is null, or pairs < 6"
     ),
-    "valid": Field("bool", "the mechanism is correct for the pattern (verdict is `ok`)"),
+    "valid": Field(
+        "bool",
+        "the mechanism is correct for the pattern (verdict is `ok`, or `rounding_drift`: valid "
+        "with a caveat)",
+    ),
     "verdict": Field(
         "-",
-        "`ok`, `graph_cut`, `frozen_param_moved`, `frozen_buffer_changed`, `grad_mismatch` or "
-        "`error` (see bench_lib/measuring/verify.py)",
+        "`ok`, `graph_cut`, `frozen_param_moved`, `frozen_buffer_changed`, `grad_mismatch`, "
+        "`rounding_drift` (frozen parameters moved by the forward's rounding only, e.g. peft's "
+        "LoRA on nn.MultiheadAttention merging and unmerging) or `error` (see "
+        "bench_lib/measuring/verify.py)",
     ),
     "verdict_detail": Field("-", "one sentence with the numbers behind the verdict"),
     "verdict_steps": Field("steps", "optimizer steps the validity check ran"),
     "grad_rtol": Field("ratio", "relative L2 tolerance of the gradient comparison"),
+    "block_flow": Field(
+        "list of code",
+        "what backward did to each block of the family, in block order, measured in the validity "
+        "check's eager re-run of its steps: `wx` (weights got gradients and a gradient reached "
+        "the block's input activation), `w` (weights only; block 0, fed the data, never has x), "
+        "`x` (input gradient only), `none` (not in the graph), `starved` (trainable, got no "
+        "gradient), `moved` (frozen, its parameters moved), `buffers` (its buffers changed), "
+        "`drift` (rounding drift)",
+        "the verdict is `error`, the case is parallel (not measured on the workers), or a run "
+        "before this field",
+    ),
+    "frozen_drift_per_step": Field(
+        "value",
+        "largest change of a frozen parameter that moved by rounding drift only, in one step "
+        "(max abs over elements and steps): it accumulates over training",
+        "no frozen parameter drifted (no `drift` in block_flow), or a run before this field",
+    ),
     "flops_forward": Field(
         "FLOPs", "forward pass and loss of one step (FlopCounterMode)", "the step did not run"
     ),

@@ -52,7 +52,7 @@ def test_compare_writes_markdown_and_figures(tmp_path: Path) -> None:
     assert code == EXIT_OK
     assert _listing(out) == ["compare-by-mechanism.png", "compare-medians.png", "compare.md"]
     md = (out / "compare.md").read_text(encoding="utf-8")
-    assert "Of 25 cases in both runs: 24 faster" in md
+    assert "Of 25 cases in both runs, time ratio to the baseline: 0 lower" in md
 
 
 def test_compare_ignore_none_matches_on_case_id(tmp_path: Path) -> None:

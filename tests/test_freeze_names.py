@@ -94,7 +94,7 @@ def test_bench_freeze_adds_pattern_names():
         "mlp-d4-w64-b16-none-none-adamw-cpu-float32",
         "mlp-d4-w64-b16-names-no_grad-adamw-cpu-float32",
     ]
-    both = Filters(**{**vars(f), "patterns": ("prefix",)})
+    both = f.replace(patterns=("prefix",))
     assert [c.pattern for c in generate(PROFILES["quick"], both).cases] == ["prefix", "names"]
     with pytest.raises(CaseError, match="pattern 'names' needs --bench-freeze"):
         Filters(patterns=("names",))

@@ -14,10 +14,18 @@ import pytest
 import bench_lib
 
 ROOT = Path(bench_lib.__file__).parent
-SHARED = ("bench_lib", "bench_lib.vocab", "bench_lib.record", "bench_lib.journal")
+SHARED = (
+    "bench_lib",
+    "bench_lib.axes",
+    "bench_lib.vocab",
+    "bench_lib.record",
+    "bench_lib.journal",
+)
 FORBIDDEN = {
     "bench_lib.measuring": ("pandas", "matplotlib"),
     "bench_lib.analysis": ("torch",),
+    # advise runs the measuring side and draws through the analysing side in a subprocess.
+    "bench_lib.advise": ("pandas", "matplotlib"),
     "shared": ("torch", "pandas", "matplotlib", "numpy"),
 }
 
@@ -32,6 +40,7 @@ def _modules(package: str) -> list[str]:
 
 CASES = [(m, "bench_lib.measuring") for m in _modules("bench_lib.measuring")]
 CASES += [(m, "bench_lib.analysis") for m in _modules("bench_lib.analysis")]
+CASES += [(m, "bench_lib.advise") for m in _modules("bench_lib.advise")]
 CASES += [(m, "shared") for m in SHARED]
 
 

@@ -16,7 +16,8 @@ import itertools
 import pytest
 import torch
 
-from bench_lib.measuring import cost, memory
+from bench_lib.measuring import flops as cost
+from bench_lib.measuring import memory
 from bench_lib.measuring.patterns import pattern_blocks
 from bench_lib.measuring.spec import Case
 from bench_lib.measuring.training import build_workload

@@ -4,6 +4,7 @@ plan, and a family whose blocks are not in sequence (a long skip connection)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import weakref
 from collections import OrderedDict, namedtuple
@@ -13,17 +14,17 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from bench_lib.measuring import families, spec
+from bench_lib import axes as axis_table
+from bench_lib.measuring import families
 from bench_lib.measuring.families import FAMILIES
 from bench_lib.measuring.families.base import Batch, BlockNames, Family, call_model
-from bench_lib.measuring.mechanisms import MECHANISMS as REGISTRY
-from bench_lib.measuring.mechanisms import FreezePlan, get_mechanism
-from bench_lib.measuring.mechanisms.context import clone_tensors, wrap_forward
+from bench_lib.measuring.mechanisms import REGISTRY, FreezePlan, get_mechanism
+from bench_lib.measuring.mechanisms.context import clone_tensors, under_context, wrap_forward
 from bench_lib.measuring.patterns import pattern_blocks
 from bench_lib.measuring.spec import Case, CaseError
 from bench_lib.measuring.training import build_workload
 from bench_lib.measuring.verify import check_case
-from bench_lib.vocab import MECHANISMS, MODELS
+from bench_lib.vocab import MECHANISMS
 
 SIZES = {
     "mlp": (8, 2, ()),
@@ -96,12 +97,14 @@ def test_uninstall_restores_the_plain_forward_and_its_gradients():
 def test_wrappers_nest_and_come_off_in_reverse_order():
     lin = nn.Linear(2, 2)
     x = torch.randn(3, 2)
-    inner = wrap_forward(lin, torch.no_grad, lambda out: out * 2)
-    outer = wrap_forward(lin, contextlib.nullcontext, lambda out: out + 1)
+    inner = wrap_forward(lin, under_context(torch.no_grad, lambda out: out * 2))
+    outer = wrap_forward(lin, under_context(contextlib.nullcontext, lambda out: out + 1))
     assert torch.equal(lin(x), (nn.Linear.forward(lin, x) * 2 + 1).detach())
     assert not lin(x).requires_grad
     with pytest.raises(RuntimeError, match="wrapped again after this wrapper"):
         inner()
+    # the refused removal left both wrappers in place
+    assert torch.equal(lin(x), (nn.Linear.forward(lin, x) * 2 + 1).detach())
     outer()
     inner()
     assert "forward" not in lin.__dict__ and lin(x).requires_grad
@@ -236,7 +239,9 @@ class _Skip(Family):
 @pytest.fixture
 def skip_family(monkeypatch: pytest.MonkeyPatch) -> None:
     """The test-only family 'skip', registered for this test only."""
-    monkeypatch.setattr(spec, "MODELS", (*MODELS, "skip"))
+    model = axis_table.AXES["model"]
+    skip_model = dataclasses.replace(model, values=(*model.values, "skip"))
+    monkeypatch.setitem(axis_table.AXES, "model", skip_model)
     monkeypatch.setitem(FAMILIES, "skip", _Skip())
 
 

@@ -25,9 +25,9 @@ import pytest
 from bench_lib.measuring import runner
 from bench_lib.measuring.budget import Budget
 from bench_lib.measuring.devices import DeviceUnavailable
-from bench_lib.measuring.parallel import launcher as parallel_launcher
-from bench_lib.measuring.parallel.launcher import TorchLauncher, TorchRun
-from bench_lib.measuring.parallel.setups import SETUPS
+from bench_lib.measuring.parallel import coordinator
+from bench_lib.measuring.parallel.coordinator import TorchLauncher, TorchRun
+from bench_lib.measuring.parallel.strategies import STRATEGIES
 from bench_lib.measuring.parallel.workload import backend_for, rank_device, rank_seed
 from bench_lib.measuring.spec import Case, CaseError
 from bench_lib.measuring.sweep import PROFILES, Filters, generate
@@ -168,6 +168,35 @@ def test_find_unused_parameters_runs_no_grad_and_the_check_sees_the_cut() -> Non
     assert "block 0" in v.detail
 
 
+# ------------------------------------------------------------------------- step axes
+
+
+def _measure(case: Case, budget: Budget = TINY) -> dict[str, Any]:
+    return runner.measure_case(case, budget, lambda step, w, n: [step() for _ in range(w + n)])
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_a_compiled_parallel_case_counts_its_workers_compiles(parallel: str) -> None:
+    """The workers compile, so the counts come from them (rank 0's in the record); the axis
+    twin runs on the workers too."""
+    r = _measure(mlp("prefix", "requires_grad", parallel, compile="on"))
+    assert r["status"] == "ok", r["status_message"]
+    assert r["verdict"] == "ok", r["verdict_detail"]
+    assert r["compiled_frames"] > 0 and r["compile_s"] is not None
+    assert r["axis_twin"] == "compile" and r["axis_twin_ratio"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("clean")
+def test_checkpointing_runs_under_fsdp_and_in_smoke_mode() -> None:
+    r = _measure(mlp("prefix", "no_grad", "fsdp", checkpoint="on"), Budget(smoke=True))
+    assert r["status"] == "ok", r["status_message"]
+    assert r["verdict"] == "ok", r["verdict_detail"]
+    assert r["rounds"] == 2 and r["flops_forward"] is None and r["peak_memory_bytes"] is None
+
+
 # ------------------------------------------------------------------------- reliability
 
 
@@ -205,7 +234,7 @@ def test_a_killed_worker_fails_the_case_and_nothing_survives_it() -> None:
 def test_a_worker_that_raises_or_hangs_fails_the_case(
     monkeypatch: pytest.MonkeyPatch, fault: int, message: str
 ) -> None:
-    monkeypatch.setattr(parallel_launcher, "STOP_GRACE_S", 1.0)
+    monkeypatch.setattr(coordinator, "STOP_GRACE_S", 1.0)
     extra = (("seq_len", fault),)  # the fault (tests/parallel_faults.py)
     case = Case("factory", 2, 8, 4, factory=FAULTS, parallel="ddp", world=2, extra=extra)
     launcher = Recorder(timeout_s=12)
@@ -234,16 +263,16 @@ def test_cuda_takes_the_nccl_path_one_process_per_device(
         seen.update(fn=fn, args=args, nprocs=nprocs, **kw)
         raise Stop
 
-    monkeypatch.setattr(parallel_launcher, "cuda_unavailable_reason", lambda: None)
+    monkeypatch.setattr(coordinator, "cuda_unavailable_reason", lambda: None)
     monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
-    monkeypatch.setattr(parallel_launcher, "start_processes", start_processes)
+    monkeypatch.setattr(coordinator, "start_processes", start_processes)
     case = Case("mlp", 2, 8, 4, device="cuda", parallel="ddp", world=2)
     with pytest.raises(Stop):
         TorchLauncher().start(case, TINY)
     world, _port, case_dict, backend, _timeout, conns = seen["args"]
     assert (world, backend, seen["nprocs"], len(conns)) == (2, "nccl", 2, 2)
     assert Case.from_dict(case_dict) == case
-    assert seen["start_method"] == parallel_launcher.START_METHOD
+    assert seen["start_method"] == coordinator.START_METHOD
     monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
     with pytest.raises(DeviceUnavailable, match="needs 2 GPUs"):
         TorchLauncher().start(case, TINY)
@@ -252,8 +281,8 @@ def test_cuda_takes_the_nccl_path_one_process_per_device(
 # ------------------------------------------------------------------- the axis, at plan time
 
 
-def test_the_setups_registry_is_the_vocabulary() -> None:
-    assert set(SETUPS) == set(PARALLEL) - {"none"}
+def test_the_strategies_registry_is_the_vocabulary() -> None:
+    assert set(STRATEGIES) == set(PARALLEL) - {"none"}
 
 
 def test_case_axis_id_round_trip_and_baseline() -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench_lib.measuring import cost, families
+from bench_lib.measuring import families
+from bench_lib.measuring import flops as cost
 from bench_lib.measuring.families import get_family
 from bench_lib.measuring.families.hf import resnet_stage_depths
 from bench_lib.measuring.patterns import pattern_blocks

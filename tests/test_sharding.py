@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench_lib.measuring.budget import Budget
-from bench_lib.measuring.costmodel import (
+from bench_lib.measuring.estimate import (
     DEFAULT_MODELS,
     CostModel,
     forward_flops,

@@ -6,7 +6,7 @@ import pytest
 
 from bench_lib.measuring import stats
 from bench_lib.measuring.families import FAMILIES
-from bench_lib.measuring.mechanisms import MECHANISMS as MECHANISM_REGISTRY
+from bench_lib.measuring.mechanisms import REGISTRY as MECHANISM_REGISTRY
 from bench_lib.measuring.patterns import PATTERN_DOCS, pattern_blocks, segments
 from bench_lib.measuring.spec import Case, CaseError
 from bench_lib.measuring.sweep import (

@@ -7,10 +7,11 @@ empty cache), so the compiled cases here are few and tiny.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,19 @@ from test_isolation import TINY, _census, _time_steps  # the census of what a ca
 from bench_lib.analysis.findings import REGISTRY, facts, findings
 from bench_lib.analysis.glance import family_pattern_table
 from bench_lib.analysis.results import load_run, tidy
-from bench_lib.measuring import axes, memory, runner, variants, verify
+from bench_lib.measuring import effects, memory, runner, sweep, verify
+from bench_lib.measuring.budget import Budget
+from bench_lib.measuring.effects.base import Effect
+from bench_lib.measuring.effects.checkpoint import checkpointed_blocks
+from bench_lib.measuring.effects.compile import (
+    CompileCounts,
+    CompileWatch,
+    StepError,
+    check_compiled,
+    compile_scope,
+)
 from bench_lib.measuring.patterns import pattern_blocks
-from bench_lib.measuring.spec import Case
+from bench_lib.measuring.spec import Case, CaseError
 from bench_lib.measuring.training import build_workload
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -102,7 +113,7 @@ def test_fp16_scales_the_loss_and_leaves_true_gradients() -> None:
     """fp16 is a CUDA-only axis value in the sweep; its GradScaler path runs on CPU too."""
     case = _mlp("middle", "requires_grad", amp="fp16")
     work = build_workload(case)
-    assert work.variant.scaler is not None
+    assert isinstance(work.effects.states["amp"], torch.amp.GradScaler)
     assert verify.check_case(case).verdict == "ok"
 
 
@@ -120,13 +131,13 @@ def test_checkpointing_lowers_saved_activations(pattern: str, mechanism: str) ->
 
 
 def test_checkpointing_with_no_trainable_block_is_a_visible_skip() -> None:
-    why = axes.skip_reason(_mlp("all_but_head", "requires_grad", checkpoint="on"))
+    why = sweep.skip_reason(_mlp("all_but_head", "requires_grad", checkpoint="on"))
     assert why is not None and "all_but_head leaves none" in why
 
 
 def test_checkpoint_wraps_the_trainable_blocks_only_and_comes_off() -> None:
     work = build_workload(_mlp("prefix", "no_grad", checkpoint="on"))
-    assert variants.checkpointed_blocks(work.plan) == [2, 3]
+    assert checkpointed_blocks(work.plan) == [2, 3]
     wrapped = [i for i, m in enumerate(work.model.blocks) if "forward" in vars(m)]
     assert wrapped == [0, 1, 2, 3]  # 0, 1: no_grad's wrappers; 2, 3: the checkpoint's
     work.uninstall()
@@ -145,9 +156,9 @@ def test_a_compiled_case_gives_the_eager_verdict(
 ) -> None:
     eager = verify.check_case(_mlp(pattern, mechanism))
     compiled = _mlp(pattern, mechanism, compile="on")
-    with variants.compile_scope(compiled):
+    with compile_scope(compiled):
         work = build_workload(compiled)
-        with variants.CompileWatch(True) as watch:
+        with CompileWatch(True) as watch:
             work.step()
         verdict = verify.check_case(compiled)
     assert verdict.verdict == eager.verdict
@@ -163,8 +174,8 @@ def test_a_late_freeze_recompiles_and_is_recorded(late_freeze_compiled: dict[str
 
 
 def test_compiling_nothing_is_an_error() -> None:
-    with pytest.raises(variants.StepError, match="compiled no frame"):
-        variants.check_compiled(variants.CompileCounts(0, 0, 0))
+    with pytest.raises(StepError, match="compiled no frame"):
+        check_compiled(CompileCounts(0, 0, 0))
 
 
 # ---------------------------------------------------------------------------- the wiring
@@ -287,3 +298,120 @@ def test_hitting_the_recompile_limit_is_the_case_s_error(
     r = runner.measure_case(_mlp("prefix", "late_freeze", compile="on"), TINY, _time_steps)
     assert r["status"] == "error"
     assert r["status_message"].startswith("compile failed: FailOnRecompileLimitHit")
+
+
+# ---------------------------------------------------------------------------- the effects
+
+
+def test_each_step_axis_has_one_discovered_effect() -> None:
+    assert set(effects.REGISTRY) == {"amp", "compile", "checkpoint", "adapter"}
+    assert all(effects.get_effect(name) is effects.REGISTRY[name] for name in effects.REGISTRY)
+    assert [e.name for e in effects.active(_mlp("prefix", "no_grad"))] == []
+    on = _mlp("prefix", "no_grad", amp="bf16", compile="on", checkpoint="on")
+    # amp wraps first, compile last (it compiles the autocast too)
+    assert [e.name for e in effects.active(on)] == ["amp", "checkpoint", "compile"]
+    assert effects.axis_twin(on) == ("amp+compile+checkpoint", _mlp("prefix", "no_grad"))
+    with pytest.raises(CaseError, match="axis='nope' has no effect; axes with one: adapter"):
+        effects.get_effect("nope")
+
+
+def test_an_axis_declared_elsewhere_finds_its_effect_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "clip_effect.py").write_text(
+        "from bench_lib.measuring.effects.base import Effect\n"
+        "class Clip(Effect):\n    name = 'clip'\n    doc = 'clip gradients'\n"
+        "CLIP = Clip()\n",
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    table = {**effects.axis_table(), "clip": effects.AxisInfo("off", "clip_effect")}
+    monkeypatch.setattr(effects, "axis_table", lambda: table)
+    assert effects.get_effect("clip").name == "clip"
+    table["clip"] = effects.AxisInfo("off", "bench_lib.measuring.effects.amp")
+    with pytest.raises(CaseError, match="must define one Effect named 'clip'"):
+        effects.get_effect("clip")
+
+
+class _Recording(Effect):
+    """An effect that does something no axis does, recording each hook it is asked."""
+
+    name = "checkpoint"
+    doc = "records its hooks"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def scope(self, case: Case) -> contextlib.AbstractContextManager[object]:
+        self.calls.append("scope")
+        return contextlib.nullcontext()
+
+    def install(self, case: Case, plan: Any) -> Any:
+        self.calls.append("install")
+        return lambda: self.calls.append("uninstall")
+
+    def wrap_forward_loss(self, case: Case, fn: Any, device: torch.device, *, eager: bool) -> Any:
+        def doubled(*args: Any) -> torch.Tensor:
+            self.calls.append("forward_loss")
+            out: torch.Tensor = fn(*args) * 2
+            return out
+
+        return doubled
+
+    def new_state(self, case: Case, device: torch.device) -> Any:
+        return []
+
+    def after_backward(self, state: Any, step: Any) -> None:
+        state.append(step.steps)
+        self.calls.append("after_backward")
+
+    def watch_start(self, case: Case) -> Any:
+        return "token"
+
+    def watch_stop(self, token: Any) -> dict[str, Any]:
+        return {"frames": 5}
+
+    def watch_record(self, case: Case, ranks: Any, extra_s: float | None) -> dict[str, Any]:
+        self.calls.append("watch_record")
+        return {"graph_breaks": ranks[0]["frames"]}
+
+
+def test_the_runner_applies_whatever_effect_an_axis_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``checkpoint`` axis given a different effect: the runner and the workload apply its
+    hooks, record its watch and time its axis twin, with no knowledge of the axis."""
+    fake = _Recording()
+    monkeypatch.setitem(effects.REGISTRY, "checkpoint", fake)
+    r = runner.measure_case(_mlp("prefix", "requires_grad", checkpoint="on"), TINY, _time_steps)
+    assert r["status"] == "ok", r["status_message"]
+    assert {"scope", "install", "forward_loss", "after_backward"} <= set(fake.calls)
+    assert r["graph_breaks"] == 5 and fake.calls.count("watch_record") == 1
+    assert r["axis_twin"] == "checkpoint" and r["axis_twin_ratio"] > 0
+    assert r["saved_activation_bytes"] > 0
+
+
+def test_the_effects_skip_reason_is_the_adapter_s() -> None:
+    assert effects.skip_reason(_mlp("prefix", "no_grad", checkpoint="on")) is None
+    why = effects.skip_reason(_mlp("all_but_head", "no_grad", adapter="lora", lora_rank=2))
+    assert why is not None and "hold no layer it adapts" in why
+
+
+# ---------------------------------------------------------------------------- smoke mode
+
+
+def test_smoke_mode_checks_times_two_steps_and_leaves_the_heavy_fields_null() -> None:
+    timed: list[tuple[int, int]] = []
+
+    def time_steps(step: Callable[[], None], warmup: int, rounds: int) -> None:
+        timed.append((warmup, rounds))
+        _time_steps(step, warmup, rounds)
+
+    smoke = Budget(smoke=True)
+    r = runner.measure_case(_mlp("prefix", "requires_grad", compile="on"), smoke, time_steps)
+    assert r["status"] == "ok", r["status_message"]
+    assert r["verdict"] == "ok" and timed == [(0, 2)] and r["rounds"] == 2
+    assert r["compiled_frames"] > 0 and r["compile_s"] is None  # no calibration: not measured
+    assert 0 < r["ratio_pairs"] <= 2
+    heavy = ("flops_forward", "forward_s", "peak_memory_bytes", "saved_activation_bytes")
+    assert all(r[k] is None for k in (*heavy, "axis_twin", "axis_twin_ratio"))
+    smoke_passes = {p.name for p in runner.PASSES if p.smoke}
+    assert set(r["pass_seconds"]) == smoke_passes | {"launch", "validity", "stop"}

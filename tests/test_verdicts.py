@@ -5,11 +5,15 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
-from bench_lib.measuring import stats
+from bench_lib.measuring import adapters, stats, training, verify
 from bench_lib.measuring.patterns import pattern_blocks
 from bench_lib.measuring.spec import Case
+from bench_lib.measuring.training import build_workload
 from bench_lib.measuring.verify import check_case
+
+needs_peft = pytest.mark.skipif(adapters.peft_missing() is not None, reason="peft missing")
 
 
 def case(model: str, pattern: str, mechanism: str, **kw: object) -> Case:
@@ -90,3 +94,131 @@ def test_verdicts_do_not_depend_on_order_or_timing(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(stats.Clock, "now", lambda: float(next(clock)) * 7.3)
     second = {c: check_case(c) for c in reversed(shuffled)}
     assert first == second
+
+
+# ---------------------------------------------------------------------------- rounding drift
+
+
+def _lora_attention(pattern: str = "prefix", mechanism: str = "no_grad") -> Case:
+    return Case(
+        "transformer", 2, 16, 2, pattern, pattern_blocks(pattern, 2), mechanism,
+        extra=(("seq_len", 4),), adapter="lora", lora_rank=4,
+    )  # fmt: skip
+
+
+def test_ulp_by_hand() -> None:
+    one = torch.tensor([1.0, 0.75, 0.0])
+    assert verify.ulp(one).tolist() == [2.0**-23, 2.0**-24, float(torch.finfo().tiny) * 2.0**-23]
+    # |w| + |dW| = 1.25: 4 ulp of it is 4 * 2**-23, although 0.75's own ulp is half that.
+    w, dw = torch.tensor([0.75]), torch.tensor([0.5])
+    assert verify.within_ulps(w, w + 4 * 2.0**-23, dw, 4)
+    assert not verify.within_ulps(w, w + 5 * 2.0**-23, dw, 4)
+    assert not verify.within_ulps(w, w + 4 * 2.0**-23, None, 4)  # 8 ulp of 0.75 alone
+
+
+@needs_peft
+@pytest.mark.parametrize("mechanism", ["no_grad", "requires_grad"])
+def test_peft_attention_lora_gets_the_rounding_drift_caveat(mechanism: str) -> None:
+    """peft's MultiheadAttention layer merges its adapters into the base weights before each
+    forward and unmerges them after it: the base weights move by rounding. In no optimizer, no
+    gradient, the same without optimizer.step(), within k ulp: a caveat, not ✗."""
+    v = check_case(_lora_attention(mechanism=mechanism))
+    assert v.verdict == "rounding_drift", v.detail
+    assert v.valid
+    assert "in_proj_weight" in v.detail and "moved by rounding only" in v.detail
+    assert v.drift_per_step is not None and 0 < v.drift_per_step < 1e-6
+    assert v.block_flow == ("none", "drift")
+
+
+@needs_peft
+def test_adapter_deltas_are_lora_b_times_a_times_scaling() -> None:
+    w = build_workload(_lora_attention())
+    with torch.no_grad():
+        for p in w.plan.adapter_params():
+            p.normal_()  # B starts at zero: make every delta non-zero
+    deltas = verify.adapter_deltas(w.model)
+    attn = "blocks.1.self_attn"
+    assert set(deltas) == {
+        f"{attn}.base_layer.in_proj_weight",
+        f"{attn}.base_layer.out_proj.base_layer.weight",
+        "blocks.1.linear1.base_layer.weight",
+        "blocks.1.linear2.base_layer.weight",
+    }
+    params = dict(w.model.named_parameters())
+    a, b = params[f"{attn}.lora_A.default.weight"], params[f"{attn}.lora_B.default.weight"]
+    scaling = adapters.ALPHA_PER_RANK
+    assert torch.allclose(deltas[f"{attn}.base_layer.in_proj_weight"], b @ a * scaling)
+    base = dict(w.model.named_parameters())
+    for name, delta in deltas.items():
+        assert delta.shape == base[name].shape
+
+
+@pytest.mark.parametrize(
+    "the_case",
+    [
+        case("mlp", "prefix", "zeroed_grad_in_optimizer"),
+        case("mlp", "prefix", "late_freeze"),
+        case("mlp", "alternating", "zeroed_grad_in_optimizer", optimizer="sgd"),
+    ],
+    ids=lambda c: c.id,
+)
+def test_an_optimizer_moving_a_frozen_weight_a_tiny_bit_is_not_drift(
+    the_case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At learning rate 1e-5 AdamW's weight decay moves a frozen weight that stays in the
+    optimizer by about one ulp a step: as small as peft's drift, and within k ulp. It is in an
+    optimizer and gets a (zero) gradient, and the move vanishes without optimizer.step(): ✗."""
+    monkeypatch.setattr(training, "LEARNING_RATE", 1e-5)
+    v = check_case(the_case)
+    assert v.verdict == "frozen_param_moved", v.detail
+    assert v.drift_per_step is None and "drift" not in (v.block_flow or ())
+
+
+def test_the_weight_decay_move_would_pass_the_ulp_test_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """So conditions (a) and (b), not (c), are what keep it ✗."""
+    monkeypatch.setattr(training, "LEARNING_RATE", 1e-5)
+    w = build_workload(case("mlp", "prefix", "zeroed_grad_in_optimizer"))
+    frozen = w.frozen_params
+    before = [p.detach().clone() for p in frozen]
+    w.step()
+    assert any(not torch.equal(p, b) for p, b in zip(frozen, before, strict=True))
+    assert all(
+        verify.within_ulps(b, p.detach(), None, verify.DRIFT_ULPS_PER_FORWARD)
+        for p, b in zip(frozen, before, strict=True)
+    )
+
+
+def _watch_one(rerun_same: bool, grad: bool, within: bool) -> verify.Findings:
+    """The drift watch on one parameter ``p`` moved by one step, each condition chosen."""
+    model = torch.nn.Linear(2, 2, bias=False)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    watch = verify._DriftWatch(["weight"], lambda name: 1)
+    if grad:
+        model.weight.grad = torch.zeros_like(model.weight)
+    watch.after_backward(model, opt)
+    pre = {"weight": torch.ones(2, 2)}
+    post = {"weight": torch.ones(2, 2) + (2.0**-23 if within else 1e-3)}
+    rerun = {"weight": post["weight"] if rerun_same else pre["weight"]}
+    watch.after_step(pre, post, {}, rerun)
+    f = verify.Findings(moved={"weight": float((post["weight"] - 1).max())})
+    watch.classify(f)
+    return f
+
+
+@pytest.mark.parametrize(
+    ("rerun_same", "grad", "within", "drift"),
+    [
+        (True, False, True, True),
+        (False, False, True, False),  # (b): not the same without optimizer.step()
+        (True, True, True, False),  # (a): it got a gradient
+        (True, False, False, False),  # (c): beyond k ulp
+    ],
+)
+def test_each_condition_of_drift_is_needed(
+    rerun_same: bool, grad: bool, within: bool, drift: bool
+) -> None:
+    f = _watch_one(rerun_same, grad, within)
+    assert ("weight" in f.drift) == drift
+    assert ("weight" in f.moved) == (not drift)

@@ -122,10 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EXIT_CODES,
         help="write DIR/compare.md and its figures: NEW against BASE, case by case",
         description=(
-            "Align the cases of two runs by identity and write DIR/compare.md: how many got "
-            "faster, slower, stayed unchanged or became invalid, then every case with the ratio "
-            "of medians new/base, a two-sided Mann-Whitney U test on the timed rounds, and "
-            "verdict changes; cases in only one run are listed. Typical: CPU vs CUDA, two torch "
+            "Align the cases of two runs by identity and write DIR/compare.md: what the "
+            "comparison can resolve, how many time ratios to the baseline got lower or higher "
+            "(Welch's test on the per-pair ratios, Holm-corrected across cases), verdict "
+            "changes, absolute times beside the baselines' drift; cases in only one run are "
+            "listed. Typical: CPU vs CUDA, two torch "
             "versions, two machines, before/after a change."
         ),
     )
@@ -149,17 +150,25 @@ def build_parser() -> argparse.ArgumentParser:
         type=_alpha,
         default=comparing.ALPHA,
         metavar="A",
-        help=f"significance level of the test (default {comparing.ALPHA})",
+        help=f"family-wise error rate across cases, Holm (default {comparing.ALPHA})",
     )
     cmp.add_argument(
         "--min-change",
         type=_fraction,
         default=comparing.MIN_CHANGE,
         metavar="F",
-        help="smallest relative change of the median step time that counts as faster or slower "
+        help="smallest relative change of a time ratio that counts as lower or higher "
         f"(default {comparing.MIN_CHANGE}: 5%%)",
     )
     cmp.set_defaults(func=_compare)
+    # advise parses its own options (bench_lib/advise/cli.py): main() hands it the arguments
+    # before this parser sees them, so that torch is imported only when advise runs.
+    sub.add_parser(
+        "advise",
+        add_help=False,
+        help="measure the ways to freeze one model (a directory, a cached hub id or a factory) "
+        "and answer on one screen (needs torch; advise --help for its options)",
+    )
     return parser
 
 
@@ -248,6 +257,11 @@ Command = Callable[[argparse.Namespace, TextIO], None]
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code (see the module docstring)."""
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["advise"]:
+        from ..advise.cli import main as advise_main  # lazily: advise brings torch
+
+        return advise_main(given[1:], prog=f"{build_parser().prog} advise")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -1,8 +1,12 @@
 """The comparison report (``compare.md``): the rendering of a
 :class:`~bench_lib.analysis.compare.Comparison`, beside the statistics that make it.
 
-:func:`build_comparison` returns a :class:`~bench_lib.analysis.format.Rendered` (markdown and
-figures); :mod:`bench_lib.analysis.cli` writes it.
+The report opens with what the comparison could and could not resolve, computed from its own
+data (:meth:`~bench_lib.analysis.compare.Comparison.resolution`); then the changes of the
+drift-free time ratios (the only ones it flags); absolute times follow as description, beside
+the baselines' drift. :func:`build_comparison` returns a
+:class:`~bench_lib.analysis.format.Rendered` (markdown and figures);
+:mod:`bench_lib.analysis.cli` writes it.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import plots
-from .compare import MIN_SAMPLES, Comparison
+from .compare import CONFIDENCE, MIN_PAIRS, Comparison, Resolution
 from .format import (
     Rendered,
     Row,
     code,
     dist,
+    fmt_interval,
+    fmt_pct,
     fmt_ratio,
     fmt_seconds,
     join,
@@ -34,24 +40,65 @@ from .format import table as md_table
 from .header import run_rows
 from .results import Run, is_missing, mechanism_order
 
-__all__ = ["build_comparison"]
+__all__ = ["build_comparison", "resolution_lines"]
+
+#: Changes whose resolution the first lines report, as fractions.
+_SIZES = (0.05, 0.10, 0.20)
+
+
+def resolution_lines(comp: Comparison) -> list[str]:
+    """The first lines of ``compare.md``: what the comparison could and could not resolve,
+    each number computed from the comparison's own data (and how, in the same sentence)."""
+    res: Resolution = comp.resolution()
+    lines = ["## What this comparison can resolve", ""]
+    if res.tested:
+        shares = ", ".join(f"{res.share_resolving(s)} a change of {s:.0%}" for s in _SIZES)
+        lines.append(
+            f"- **Time ratios to the baseline** (drift-free; the only numbers tested): for the "
+            f"median case, changes under {fmt_pct(res.median_detectable)} are within this pair "
+            f"of runs' noise. That is the median over the {res.tested} tested cases of the "
+            "smallest change Welch's test on the per-pair ratios would flag at Holm's strictest "
+            f"level (alpha / {res.tested}), given each case's spread in both runs. Of the "
+            f"{res.tested} cases, {shares} could be resolved."
+        )
+    else:
+        lines.append(
+            "- **Time ratios to the baseline**: no case could be tested (each needs at least "
+            f"{MIN_PAIRS} per-pair ratios in both runs and must not be a baseline)."
+        )
+    drift = comp.baseline_drift()
+    if drift:
+        lines.append(
+            f"- **Absolute step times** (described, never tested): the baselines (nothing "
+            f"frozen) moved by {dist(drift, fmt_ratio)} between the runs, so absolute changes "
+            f"under {fmt_pct(res.drift)} are within this machine's drift (the largest "
+            "|new/base - 1| of the baselines' medians)."
+        )
+    else:
+        lines.append(
+            "- **Absolute step times**: no baseline was measured in both runs, so the "
+            "machine's drift between them is unknown."
+        )
+    lines += [
+        "- **Not resolvable**: a change that moves a case and its baseline alike (a slower "
+        "library, another machine) leaves every time ratio as it was; it shows only in the "
+        "absolute times, and only beyond the drift above.",
+        "",
+    ]
+    return lines
 
 
 def build_comparison(
     base: Run, new: Run, base_frame: pd.DataFrame, new_frame: pd.DataFrame, comp: Comparison
 ) -> Rendered:
-    """The comparison report of ``new`` against ``base`` (summary first, then details)."""
+    """The comparison report of ``new`` against ``base`` (resolution and summary first, then
+    details)."""
     table = comp.table
     counts = comp.counts()
     lines = ["# freeze-bench comparison", ""]
     lines += [f"Base: `{base.path}`. New: `{new.path}`.", ""]
-    summary = [
-        f"{counts['faster']} faster",
-        f"{counts['slower']} slower",
-        f"{counts['unchanged']} unchanged",
-        f"{counts['not tested']} not tested",
-        f"{counts['newly invalid']} newly invalid",
-    ]
+    lines += resolution_lines(comp)
+    summary = [f"{counts[k]} {k}" for k in ("lower", "higher", "unchanged", "not tested")]
     extra = [
         f"{counts[k]} {k}"
         for k in ("newly valid", "newly failed", "recovered", "verdict changed")
@@ -60,101 +107,52 @@ def build_comparison(
     lines += [
         "## Summary",
         "",
-        f"Of {plural(len(table), 'case')} in both runs: {', '.join(summary + extra)}. "
-        f"{len(comp.only_base)} only in the base run, {len(comp.only_new)} only in the new run.",
+        f"Of {plural(len(table), 'case')} in both runs, time ratio to the baseline: "
+        f"{', '.join(summary)}; {counts['newly invalid']} newly invalid"
+        + (f", {', '.join(extra)}" if extra else "")
+        + f". {len(comp.only_base)} only in the base run, {len(comp.only_new)} only in the new "
+        "run.",
         "",
     ]
-    if len(table) and table["median_ratio"].notna().any():
-        ratios = [float(v) for v in table["median_ratio"] if not is_missing(v)]
-        lines += [
-            f"New/base ratio of median step times: {dist(ratios, fmt_ratio)} (below 1: new is "
-            f"faster).",
-            "",
-        ]
-    drift = comp.baseline_drift()
-    if drift:
-        moved = max(abs(d - 1.0) for d in drift)
-        lines += [
-            f"**Machine drift.** The baselines (nothing frozen) moved by {dist(drift, fmt_ratio)} "
-            "between the runs."
-            + (
-                f" That is more than {comp.min_change:.0%}: changes of that size in the other "
-                "cases may be the machine's drift rather than the code's. The time ratios to the "
-                "baseline are measured inside each run, in interleaved pairs, and cancel it."
-                if moved >= comp.min_change
-                else ""
-            ),
-            "",
-        ]
-    if len(table):
-        lines += [
-            f"**Time ratio to the baseline** (drift-free): {counts['time ratio lower']} cases "
-            f"lower and {counts['time ratio higher']} higher in the new run beyond both 95% "
-            f"intervals, {counts['time ratio same']} with overlapping intervals, "
-            f"{counts['time ratio no interval']} without an interval (baselines, failed cases).",
-            "",
-        ]
-    by_mech = []
-    for mech in mechanism_order(table["mechanism"]) if len(table) else []:
-        sub = table[table["mechanism"] == mech]
-        vals = [float(v) for v in sub["median_ratio"] if not is_missing(v)]
-        c = Counter(sub["change"])
-        by_mech.append(
-            [
-                code(mech),
-                len(sub),
-                fmt_ratio(np.median(vals)) if vals else "—",
-                c["faster"],
-                c["slower"],
-                c["unchanged"],
-                c["not tested"],
-            ]
-        )
+    by_mech = _by_mechanism(table)
     if by_mech:
         lines += [
             *md_table(
                 [
                     "mechanism",
                     "cases",
-                    "median new/base",
-                    "faster",
-                    "slower",
+                    "time ratio new/base (median)",
+                    "lower",
+                    "higher",
                     "unchanged",
                     "not tested",
+                    "absolute new/base (median, descriptive)",
                 ],
                 by_mech,
             ),
             "",
         ]
     lines += [
-        "**Test.** A case is faster or slower when a two-sided Mann-Whitney U test on the timed "
-        "rounds of both runs (pytest-benchmark's `stats.data`; normal approximation with tie "
-        f"and continuity correction) rejects equal distributions at alpha = {comp.alpha:g} and "
-        f"the ratio of medians differs from 1 by at least {comp.min_change:.0%} (timed rounds "
-        "drift together on a shared machine, so the test alone calls a few percent of drift "
-        "significant); the direction is that of the ratio of medians. Cases with fewer than "
-        f"{MIN_SAMPLES} rounds "
-        "on a side, "
-        "or failed on a side, are not tested.",
+        "**Test.** Each case's time ratio to its own baseline is measured inside each run in "
+        "interleaved pairs (`ratio_samples`, one ratio per pair), so the machine's drift "
+        "cancels. For every case that is not a baseline and has at least "
+        f"{MIN_PAIRS} pairs in both runs, Welch's t-test compares the logarithms of the per-pair "
+        "ratios of the two runs; the change is the ratio of their geometric means, new/base, "
+        f"with its {CONFIDENCE:.0%} interval. The p-values are adjusted across the tested cases "
+        f"with Holm's step-down method, which keeps the chance of flagging any case when "
+        f"nothing changed at alpha = {comp.alpha:g}. A case is lower or higher when its "
+        f"adjusted p-value is below alpha and its ratio moved by at least "
+        f"{comp.min_change:.0%} (`--min-change`).",
         "",
     ]
-    if comp.ignored_axes:
-        how = (
-            "automatically (one value in each run, different between them)"
-            if comp.auto_ignored
-            else "as asked (--ignore)"
-        )
-        values = "; ".join(
-            f"`{a}`: {_show(b)} → {_show(n)}" for a, (b, n) in comp.ignored_values.items()
-        )
+    if len(table) and table["median_ratio"].notna().any():
+        ratios = [float(v) for v in table["median_ratio"] if not is_missing(v)]
         lines += [
-            f"**Matching.** Cases are matched on their identity without "
-            f"{join([code(a) for a in comp.ignored_axes])}, "
-            f"left out {how}: {values}. Labels are the base run's case ids.",
+            "**Absolute times** (descriptive). New/base ratio of median step times: "
+            f"{dist(ratios, fmt_ratio)}; read it against the baselines' drift above.",
             "",
         ]
-    else:
-        lines += ["**Matching.** Cases are matched on their full identity (`case_id`).", ""]
+    lines += _matching(comp)
     lines += ["## The runs", ""]
     cols = [run_rows(base, records(base_frame)), run_rows(new, records(new_frame))]
     labels = [k for k, _ in cols[0]]
@@ -164,13 +162,22 @@ def build_comparison(
         ),
         "",
     ]
-    lines += ["## Significant time changes", ""]
-    significant = table[table["change"].isin(["faster", "slower"])] if len(table) else table
-    if len(significant):
-        significant = significant.sort_values("median_ratio", ascending=False)
+    lines += ["## Changed time ratios", ""]
+    flagged = table[table["change"].isin(["lower", "higher"])] if len(table) else table
+    if len(flagged):
+        flagged = flagged.sort_values("ratio_change", ascending=False)
         lines += md_table(
-            ["case", "base median", "new median", "new/base", "p-value", "change"],
-            [_timing_cells(r) for r in records(significant)],
+            ["case", "time ratio (base → new)", "change [95% interval]", "p (Holm)", "change"],
+            [
+                [
+                    code(r["case_id"]),
+                    _ratios(r),
+                    _change_text(r),
+                    _p(r["p_holm"]),
+                    r["change"],
+                ]
+                for r in records(flagged)
+            ],
         )
         lines.append("")
     else:
@@ -204,9 +211,9 @@ def build_comparison(
         lines += [
             "## Figures",
             "",
-            "![Median step time, new against base](compare-medians.png)",
+            "![Time ratio to the baseline, new against base](compare-medians.png)",
             "",
-            "![Ratio of medians new/base by mechanism](compare-by-mechanism.png)",
+            "![Change of the time ratio new/base by mechanism](compare-by-mechanism.png)",
             "",
         ]
     lines += ["## Every case in both runs", ""]
@@ -215,18 +222,27 @@ def build_comparison(
             *md_table(
                 [
                     "case",
+                    "time ratio (base → new)",
+                    "change [95% interval]",
+                    "p (Holm)",
+                    "detectable",
+                    "change",
                     "base median",
                     "new median",
-                    "new/base",
-                    "p-value",
-                    "change",
-                    "time ratio to baseline (base → new)",
+                    "absolute new/base",
                     "verdict (base → new)",
                 ],
                 [
                     [
-                        *_timing_cells(r),
-                        f"{fmt_ratio(r['base_time_ratio'])} → {fmt_ratio(r['new_time_ratio'])}",
+                        code(r["case_id"]),
+                        _ratios(r),
+                        _change_text(r),
+                        _p(r["p_holm"]),
+                        fmt_pct(r["detectable"]),
+                        r["change"],
+                        fmt_seconds(r["base_median_s"]),
+                        fmt_seconds(r["new_median_s"]),
+                        fmt_ratio(r["median_ratio"]),
                         f"{_verdict_text(r, 'base')} → {_verdict_text(r, 'new')}",
                     ]
                     for r in records(table)
@@ -248,17 +264,56 @@ def build_comparison(
     return Rendered(tidy_text(lines), figures)
 
 
-def _timing_cells(r: Row) -> list[Any]:
-    """Case, base median, new median, new/base, p-value, change: the first columns of both
-    case tables."""
+def _by_mechanism(table: pd.DataFrame) -> list[list[Any]]:
+    out = []
+    for mech in mechanism_order(table["mechanism"]) if len(table) else []:
+        sub = table[table["mechanism"] == mech]
+        changes = [float(v) for v in sub["ratio_change"] if not is_missing(v)]
+        absolute = [float(v) for v in sub["median_ratio"] if not is_missing(v)]
+        c = Counter(sub["change"])
+        out.append(
+            [
+                "baseline" if mech == "none" else code(mech),
+                len(sub),
+                fmt_ratio(np.median(changes)) if changes else "—",
+                c["lower"],
+                c["higher"],
+                c["unchanged"],
+                c["not tested"],
+                fmt_ratio(np.median(absolute)) if absolute else "—",
+            ]
+        )
+    return out
+
+
+def _matching(comp: Comparison) -> list[str]:
+    if not comp.ignored_axes:
+        return ["**Matching.** Cases are matched on their full identity (`case_id`).", ""]
+    how = (
+        "automatically (one value in each run, different between them)"
+        if comp.auto_ignored
+        else "as asked (--ignore)"
+    )
+    values = "; ".join(
+        f"`{a}`: {_show(b)} → {_show(n)}" for a, (b, n) in comp.ignored_values.items()
+    )
     return [
-        code(r["case_id"]),
-        fmt_seconds(r["base_median_s"]),
-        fmt_seconds(r["new_median_s"]),
-        fmt_ratio(r["median_ratio"]),
-        _p(r["p_value"]),
-        r["change"],
+        f"**Matching.** Cases are matched on their identity without "
+        f"{join([code(a) for a in comp.ignored_axes])}, "
+        f"left out {how}: {values}. Labels are the base run's case ids.",
+        "",
     ]
+
+
+def _ratios(r: Row) -> str:
+    return f"{fmt_ratio(r['base_time_ratio'])} → {fmt_ratio(r['new_time_ratio'])}"
+
+
+def _change_text(r: Row) -> str:
+    if is_missing(r["ratio_change"]):
+        return "—"
+    interval = fmt_interval(r["ratio_change_ci_low"], r["ratio_change_ci_high"])
+    return f"{fmt_ratio(r['ratio_change'])} {interval}"
 
 
 def _short(path: str) -> str:

@@ -25,8 +25,12 @@ __all__ = [
     "NOT_MEASURED",
     "OF_BASE",
     "VERDICT_MEANINGS",
+    "CaseColumn",
     "Rendered",
     "Row",
+    "anchor",
+    "case_table",
+    "caveat",
     "code",
     "date",
     "dist",
@@ -61,6 +65,11 @@ VERDICT_MEANINGS: dict[str, str] = {
     "frozen_buffer_changed": "a buffer of a frozen block changed (BatchNorm statistics)",
     "grad_mismatch": "trainable gradients differ from the reference beyond the tolerance",
     "error": "the mechanism raised an exception (or a parallel set-up refused it)",
+    "rounding_drift": (
+        "valid with a caveat: frozen parameters in no optimizer, with no gradient, moved only by "
+        "rounding in the forward (peft merging and unmerging an adapter around it); it "
+        "accumulates over training"
+    ),
 }
 
 Row = dict[str, Any]
@@ -124,17 +133,60 @@ def ratio_ci(row: Row) -> str:
     return f"{fmt_ratio(row['time_ratio'])} {interval}"
 
 
+def _drift(row: Row) -> float | None:
+    """The per-step drift a caveat verdict carries: the first finite number among the record's
+    fields whose name holds ``drift`` (None when there is none)."""
+    for key in sorted(row):
+        value = row[key]
+        if "drift" not in key or isinstance(value, (bool, str)) or is_missing(value):
+            continue
+        if isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+def caveat(row: Row) -> str | None:
+    """``"rounding drift ~1e-8/step"``: the caveat of a valid case whose verdict is not ``ok``
+    (valid, but with something to know), or None. Any such verdict is a caveat, never a ✗."""
+    verdict = row.get("verdict")
+    if row.get("validity") != "valid" or is_missing(verdict) or verdict == "ok":
+        return None
+    text = str(verdict).replace("_", " ")
+    drift = _drift(row)
+    return text + (f" ~{drift:.0e}/step" if drift is not None else "")
+
+
 def verdict_label(row: Row) -> str:
-    """``✓ ok``, ``✗ graph_cut``, ``failed: oom`` or ``not measured in this run``."""
+    """``✓ ok``, ``✓ valid, rounding drift ~1e-8/step`` (a caveat), ``✗ graph_cut``,
+    ``failed: oom`` or ``not measured in this run``."""
     validity = row.get("validity")
     if validity == "failed":
         return f"failed: {row.get('status')}"
     verdict = row.get("verdict")
     if validity == "valid":
+        note = caveat(row)
+        if note:
+            return f"✓ valid, {note}"
         return f"✓ {verdict}" if not is_missing(verdict) else "✓ valid"
     if validity == "invalid":
         return f"✗ {verdict}" if not is_missing(verdict) else "✗ invalid"
     return NOT_MEASURED
+
+
+#: A column of a table with one row per case: its header and how a row renders in it.
+CaseColumn = tuple[str, Callable[[Row], Any]]
+
+
+def case_table(rows: Iterable[Row], columns: Sequence[CaseColumn]) -> list[str]:
+    """A markdown table with one row per case: the one way every case table is written."""
+    return table([h for h, _ in columns], [[render(r) for _, render in columns] for r in rows])
+
+
+def anchor(heading: str) -> str:
+    """The link target of a markdown heading, as GitHub makes it: ``#1-what-no_grad-does``."""
+    text = heading.lstrip("#").strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return "#" + text.replace(" ", "-")
 
 
 def code(name: Any) -> str:

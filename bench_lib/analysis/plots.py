@@ -36,6 +36,7 @@ from .results import (
     BYTE_UNITS,
     SECOND_UNITS,
     TIMES,
+    is_baseline_row,
     is_missing,
     mechanism_order,
     pattern_label_order,
@@ -46,6 +47,7 @@ __all__ = [
     "MEMORY_CATEGORIES",
     "compare_by_mechanism",
     "compare_medians",
+    "log_norm_centred",
     "memory_breakdown",
     "png_bytes",
     "ratio_heatmap",
@@ -60,10 +62,11 @@ MEMORY_CATEGORIES: dict[str, str] = {
     "optimizer_state_bytes": "optimizer state",
     "saved_activation_bytes": "activations saved for backward",
 }
-#: Colour of each time-change label in comparison figures.
+#: Colour of each change label of :data:`bench_lib.analysis.compare.CHANGES` in comparison
+#: figures.
 CHANGE_COLORS: dict[str, str] = {
-    "faster": "#1a9850",
-    "slower": "#d73027",
+    "lower": "#1a9850",
+    "higher": "#d73027",
     "unchanged": "#7f7f7f",
     "not tested": "#bdbdbd",
 }
@@ -111,25 +114,83 @@ def _message(ax: Axes, text: str) -> None:
 
 
 def time_memory_vs_depth(frame: pd.DataFrame, title: str) -> Figure:
-    """Median step time and peak memory against depth: a pair of panels (time above memory)
-    per frozen pattern, at most four pairs a row, one line per mechanism; the baseline (nothing
-    frozen) is the dashed black line in every panel. Hollow markers are invalid cases.
-    ``frame``: one setup's rows."""
-    ok = _ok(frame)
-    labels = [p for p in pattern_label_order(_rows(ok)) if p != "none"] or ["none"]
-    base = ok[ok["mechanism"] == "none"].sort_values("depth")
-    t_size, t_unit = _unit_for(list(ok["median_s"]), SECOND_UNITS)
-    m_size, m_unit = _unit_for(list(ok["peak_memory_bytes"].astype(float)), BYTE_UNITS)
+    """Time ratio to the baseline (with its 95% interval) and peak memory, per frozen pattern
+    and mechanism. ``frame``: one setup's rows.
+
+    Times are the paired ratios (``time_ratio``, ``time_ratio_ci_low/high``), never medians
+    timed at different moments, so nothing drawn contradicts a ratio; the baseline is the
+    dashed line at 1. With two depths or more, each pattern gets a pair of panels (time ratio
+    above peak memory) against depth, one line per mechanism. With one depth, one pair of panels
+    holds every pattern x mechanism as points (time) and bars (memory), and the time panel's
+    right axis reads the ratio in milliseconds: the baseline's median times the ratio.
+    Invalid cases are hollow with a x; cases that failed or that a set-up refused are a x on
+    the baseline line (time) and at 0 (memory), in their mechanism's colour.
+
+    Each time point is a ``Line2D`` whose gid is ``time|<pattern label>|<mechanism>|<depth>``
+    (``time|baseline|none|<depth>`` for the baseline), so tests can read what was drawn.
+    """
+    rows = frame[frame["mechanism"].notna()]
+    depths = sorted({int(d) for d in rows["depth"] if not is_missing(d)})
+    if len(depths) >= 2:
+        return _vs_depth(rows, title, depths)
+    return _one_depth(rows, title, depths[0] if depths else None)
+
+
+def _legend_handles(mechanisms: Sequence[str]) -> list[Any]:
+    handles: list[Any] = [
+        Line2D([], [], color="black", ls="--", label="baseline (ratio 1)"),
+    ]
+    handles += [
+        Line2D([], [], color=mechanism_color(m), marker="o", ls="", label=m) for m in mechanisms
+    ]
+    handles += [
+        Line2D([], [], color="0.3", marker="o", mfc="none", ls="", label="hollow = invalid"),
+        Line2D([], [], color="0.3", marker="x", ls="", ms=8, label="x = failed or refused"),
+        Line2D([], [], color="0.3", lw=1, label="95% interval"),
+    ]
+    return handles
+
+
+def _point(
+    ax: Axes, x: float, r: pd.Series, color: Any, gid: str, *, time: bool, size: float
+) -> None:
+    """One case: its time ratio with interval (``time``) or its peak memory in ``size`` units;
+    a x at 1 (time) or 0 (memory) when it failed."""
+    failed = r["status"] != "ok"
+    value = r["time_ratio"] if time else r["peak_memory_bytes"]
+    if failed or is_missing(value):
+        (line,) = ax.plot([x], [1.0 if time else 0.0], "x", color=color, ms=9, mew=2, zorder=4)
+        line.set_gid(gid + "|failed" if time else None)
+        return
+    y = float(value) / (1.0 if time else size)
+    if time and not is_missing(r["time_ratio_ci_low"]) and not is_missing(r["time_ratio_ci_high"]):
+        ax.plot(
+            [x, x],
+            [float(r["time_ratio_ci_low"]), float(r["time_ratio_ci_high"])],
+            color=color,
+            lw=1.2,
+            alpha=0.7,
+            zorder=2,
+        )
+    invalid = _invalid(r)
+    (line,) = ax.plot(
+        [x], [y], "o", ms=7, mfc="none" if invalid else color, mec=color, mew=1.5, zorder=3
+    )
+    if time:
+        line.set_gid(gid)
+    if invalid:
+        ax.plot([x], [y], "x", color=color, ms=5, mew=1.2, zorder=4)
+
+
+def _vs_depth(rows: pd.DataFrame, title: str, depths: list[int]) -> Figure:
+    labels = [p for p in pattern_label_order(_rows(rows)) if p != "none"] or ["none"]
+    base = rows[[is_baseline_row(r) for r in _rows(rows)]]
+    m_size, m_unit = _unit_for(list(rows["peak_memory_bytes"].astype(float)), BYTE_UNITS)
     ncols = min(4, len(labels))
     groups = math.ceil(len(labels) / ncols)
-    fig = Figure(figsize=(3.7 * ncols + 2.2, 5.6 * groups + 0.4), layout="constrained")
+    fig = Figure(figsize=(3.7 * ncols + 2.4, 5.6 * groups + 0.6), layout="constrained")
     axes = fig.subplots(2 * groups, ncols, squeeze=False)
-    metrics = (
-        ("median_s", t_size, f"median step time ({t_unit})"),
-        ("peak_memory_bytes", m_size, f"peak memory ({m_unit})"),
-    )
-    mechanisms = [m for m in mechanism_order(ok["mechanism"]) if m != "none"]
-    depths = sorted({int(d) for d in ok["depth"]})
+    mechanisms = [m for m in mechanism_order(rows["mechanism"]) if m != "none"]
     for k in range(groups * ncols):
         g, j = divmod(k, ncols)
         if k >= len(labels):
@@ -137,53 +198,112 @@ def time_memory_vs_depth(frame: pd.DataFrame, title: str) -> Figure:
             axes[2 * g + 1][j].set_visible(False)
             continue
         label = labels[k]
-        sub = ok[ok["pattern_label"] == label]
-        for i, (column, size, ylabel) in enumerate(metrics):
+        sub = rows[rows["pattern_label"] == label]
+        for i, time in enumerate((True, False)):
             ax = axes[2 * g + i][j]
-            if len(base):
+            if time:
+                ax.axhline(1.0, ls="--", color="black", lw=1, zorder=1)
+            else:
+                ok_base = base[base["status"] == "ok"].sort_values("depth")
                 ax.plot(
-                    base["depth"],
-                    base[column].astype(float) / size,
+                    ok_base["depth"],
+                    ok_base["peak_memory_bytes"].astype(float) / m_size,
                     "--",
                     color="black",
                     marker="o",
                 )
-            for mech in mechanisms:
+            for n, mech in enumerate(mechanisms):
                 m = sub[sub["mechanism"] == mech].sort_values("depth")
-                if not len(m):
-                    continue
                 color = mechanism_color(mech)
-                ys = m[column].astype(float) / size
-                ax.plot(m["depth"], ys, "-", color=color)
-                face = ["none" if _invalid(r) else color for _, r in m.iterrows()]
-                ax.scatter(
-                    m["depth"],
-                    ys,
-                    s=42,
-                    facecolors=face,
-                    edgecolors=[color] * len(m),
-                    linewidths=1.5,
-                    zorder=3,
+                # A small offset per mechanism so that intervals at one depth do not overlap.
+                shift = 0.06 * (n - (len(mechanisms) - 1) / 2) * max(1, depths[-1] - depths[0])
+                ok = m[(m["status"] == "ok")]
+                values = ok["time_ratio"] if time else ok["peak_memory_bytes"]
+                keep = [not is_missing(v) for v in values]
+                ax.plot(
+                    ok["depth"][keep] + shift,
+                    values[keep].astype(float) / (1.0 if time else m_size),
+                    "-",
+                    color=color,
+                    lw=1,
+                    alpha=0.6,
                 )
-            ax.set_ylim(bottom=0)
+                for _, r in m.iterrows():
+                    gid = f"time|{label}|{mech}|{int(r['depth'])}"
+                    _point(ax, int(r["depth"]) + shift, r, color, gid, time=time, size=m_size)
             ax.grid(True, alpha=0.3)
             ax.set_xticks(depths)
-            if len(depths) == 1:
-                ax.set_xlim(depths[0] - 1, depths[0] + 1)
+            if not time:
+                ax.set_ylim(bottom=0)
             if j == 0:
-                ax.set_ylabel(ylabel)
-            if i == 0:
+                ax.set_ylabel("time ratio to the baseline" if time else f"peak memory ({m_unit})")
+            if time:
                 ax.set_title(f"pattern: {label}")
                 ax.tick_params(labelbottom=False)
             else:
                 ax.set_xlabel("depth (blocks)")
-    handles = [Line2D([], [], color="black", ls="--", marker="o", label="baseline")]
-    handles += [Line2D([], [], color=mechanism_color(m), marker="o", label=m) for m in mechanisms]
-    handles.append(
-        Line2D([], [], color="0.3", marker="o", mfc="none", ls="", label="hollow = invalid")
+    # Below the panels: a legend at the right edge can reach up into a long wrapped title.
+    fig.legend(
+        handles=_legend_handles(mechanisms), loc="outside lower center", ncols=4, title="mechanism"
     )
-    fig.legend(handles=handles, loc="outside right upper", title="mechanism")
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, 110))
+    return fig
+
+
+def _one_depth(rows: pd.DataFrame, title: str, depth: int | None) -> Figure:
+    labels = [p for p in pattern_label_order(_rows(rows)) if p != "none"] or ["none"]
+    mechanisms = [m for m in mechanism_order(rows["mechanism"]) if m != "none"]
+    base = rows[[is_baseline_row(r) and r["status"] == "ok" for r in _rows(rows)]]
+    m_size, m_unit = _unit_for(list(rows["peak_memory_bytes"].astype(float)), BYTE_UNITS)
+    width = max(6.0, 0.45 * len(labels) * max(1, len(mechanisms)) + 3.5)
+    fig = Figure(figsize=(width, 7.2), layout="constrained")
+    t_ax, m_ax = fig.subplots(2, 1, sharex=True)
+    t_ax.axhline(1.0, ls="--", color="black", lw=1, zorder=1)
+    step = 0.8 / max(1, len(mechanisms))
+    base_mem = None
+    if len(base) and not is_missing(base["peak_memory_bytes"].iloc[0]):
+        base_mem = float(base["peak_memory_bytes"].iloc[0]) / m_size
+        m_ax.axhline(base_mem, ls="--", color="black", lw=1, zorder=1)
+    for p, label in enumerate(labels):
+        sub = rows[rows["pattern_label"] == label]
+        for n, mech in enumerate(mechanisms):
+            x = p - 0.4 + step * (n + 0.5)
+            color = mechanism_color(mech)
+            for _, r in sub[sub["mechanism"] == mech].iterrows():
+                gid = f"time|{label}|{mech}|{depth}"
+                _point(t_ax, x, r, color, gid, time=True, size=1.0)
+                if r["status"] != "ok" or is_missing(r["peak_memory_bytes"]):
+                    m_ax.plot([x], [0.0], "x", color=color, ms=9, mew=2, zorder=4)
+                    continue
+                m_ax.bar(
+                    [x],
+                    [float(r["peak_memory_bytes"]) / m_size],
+                    width=step * 0.9,
+                    color="white" if _invalid(r) else color,
+                    edgecolor=color,
+                    hatch="xx" if _invalid(r) else "",
+                    zorder=2,
+                )
+    if len(base) and not is_missing(base["median_s"].iloc[0]):
+        # Absolute milliseconds from the same rounds: the baseline's median times the ratio.
+        b_s = float(base["median_s"].iloc[0])
+        size, unit = _unit_for([b_s], SECOND_UNITS)
+        per = b_s / size
+        right = t_ax.secondary_yaxis(
+            "right", functions=(lambda r: np.asarray(r) * per, lambda v: np.asarray(v) / per)
+        )
+        right.set_ylabel(f"ratio x baseline median ({unit})")
+    t_ax.set_ylabel("time ratio to the baseline")
+    t_ax.grid(True, axis="y", alpha=0.3)
+    m_ax.set_ylabel(f"peak memory ({m_unit})")
+    m_ax.set_ylim(bottom=0)
+    m_ax.grid(True, axis="y", alpha=0.3)
+    m_ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
+    m_ax.set_xlabel("frozen pattern" + (f" (depth {depth})" if depth is not None else ""))
+    handles = _legend_handles(mechanisms)
+    handles.append(Patch(facecolor="white", edgecolor="0.3", hatch="xx", label="hatched = invalid"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, title="mechanism")
+    fig.suptitle(textwrap.fill(title, 110))
     return fig
 
 
@@ -194,21 +314,29 @@ def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------- heatmap
 
 
+def log_norm_centred(ratios: Sequence[float]) -> TwoSlopeNorm:
+    """A norm on log ratios centred on log 1 = 0, each side reaching its own extreme: the
+    fastest ratio gets the full green and the slowest the full red, whatever their asymmetry.
+    A side with no value gets a token span (log 1.05) so the norm stays defined."""
+    logs = [math.log(v) for v in ratios if not is_missing(v) and v > 0 and math.isfinite(v)]
+    low = min([*logs, -math.log(1.05)])
+    high = max([*logs, math.log(1.05)])
+    return TwoSlopeNorm(vcenter=0.0, vmin=min(low, -1e-6), vmax=max(high, 1e-6))
+
+
 def ratio_heatmap(frame: pd.DataFrame, title: str) -> Figure:
     """Time ratio (case / baseline, interleaved pairs) for every pattern x mechanism, one panel
-    per depth. Valid cells are coloured (green: faster than the baseline, red: slower); invalid
-    cells are left uncoloured, hatched and marked ✗ with their ratio, so that they never look
-    like winners; failed cases say so; grey cells were not measured. ``frame``: one setup's
+    per depth. Colours are on the log of the ratio, centred on 1 (:func:`log_norm_centred`):
+    green faster than the baseline, red slower. Invalid cells are left uncoloured, hatched and
+    marked ✗ with their ratio, so that they never look like winners; failed or refused cases
+    are hatched the other way and say so; grey cells were not measured. ``frame``: one setup's
     rows."""
     ok = frame[frame["mechanism"] != "none"]
     depths = sorted(set(ok["depth"])) or [None]
     patterns = pattern_label_order(_rows(ok))
     mechanisms = mechanism_order(ok["mechanism"])
-    ratios = [float(v) for v in ok["time_ratio"] if not is_missing(v) and float(v) > 0]
-    lo, hi = (min(ratios), max(ratios)) if ratios else (0.5, 1.5)
-    # Symmetric around 1 in ratio terms (0.5 and 2 get the same strength of colour).
-    span = max(1 / lo, hi, 1.05)
-    norm = TwoSlopeNorm(vcenter=1.0, vmin=1 / span, vmax=span)
+    valid = ok[(ok["status"] == "ok") & (ok["validity"] != "invalid")]
+    norm = log_norm_centred([float(v) for v in valid["time_ratio"] if not is_missing(v)])
     cmap = matplotlib.colormaps["RdYlGn_r"]
     width = max(5.5, 1.2 * len(mechanisms) + 2.5)
     height = 0.5 * len(patterns) + 1.4
@@ -231,25 +359,26 @@ def ratio_heatmap(frame: pd.DataFrame, title: str) -> Figure:
                 grid[i, j] = float(r["time_ratio"])
             invalid[i, j] = _invalid(r)
         ax.set_facecolor("0.82")
-        shown = np.ma.masked_where(np.isnan(grid) | invalid, grid)
+        logs = np.log(np.where(grid > 0, grid, np.nan))
+        shown = np.ma.masked_where(np.isnan(logs) | invalid, logs)
         image = ax.imshow(shown, cmap=cmap, norm=norm, aspect="auto")
         for i in range(len(patterns)):
             for j in range(len(mechanisms)):
                 value = grid[i, j]
-                if invalid[i, j]:
+                if invalid[i, j] or (i, j) in failed:
                     ax.add_patch(
                         Rectangle(
                             (j - 0.5, i - 0.5),
                             1,
                             1,
                             facecolor="white",
-                            hatch="xx",
+                            hatch="xx" if invalid[i, j] else "//",
                             edgecolor="0.55",
                             linewidth=0,
                         )
                     )
                 if (i, j) in failed:
-                    text = f"failed: {failed[i, j]}"
+                    text = f"× {failed[i, j]}"
                 elif not measured[i, j]:
                     text = "—"
                 elif math.isnan(value):
@@ -274,20 +403,22 @@ def ratio_heatmap(frame: pd.DataFrame, title: str) -> Figure:
         ax.set_ylabel("frozen pattern")
         ax.set_title(f"depth {depth}" if depth is not None else "no case", fontsize=10)
     if image is not None:
-        bar = fig.colorbar(image, ax=list(axes), label="case / baseline (< 1: faster)")
-        ticks = [t for t in _RATIO_TICKS if 1 / span <= t <= span]
-        bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+        bar = fig.colorbar(image, ax=list(axes), label="case / baseline (< 1: faster; log scale)")
+        lo, hi = math.exp(float(norm.vmin or 0.0)), math.exp(float(norm.vmax or 0.0))
+        ticks = sorted({*(t for t in _RATIO_TICKS if lo <= t <= hi), lo, hi})
+        bar.set_ticks([math.log(t) for t in ticks], labels=[f"{t:.2g}" for t in ticks])
     fig.legend(
         handles=[
             Patch(
                 facecolor="white", edgecolor="0.55", hatch="xx", label="✗ invalid (not a winner)"
             ),
+            Patch(facecolor="white", edgecolor="0.55", hatch="//", label="× failed or refused"),
             Patch(facecolor="0.82", label="— not measured"),
         ],
         loc="outside lower center",
-        ncols=2,
+        ncols=3,
     )
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, 90))
     return fig
 
 
@@ -430,33 +561,46 @@ def ratio_vs_flops(frame: pd.DataFrame, title: str) -> Figure:
 
 
 def compare_medians(table: pd.DataFrame, base_label: str, new_label: str) -> Figure:
-    """Median step time in the new run against the base run, log-log, one point per aligned
-    case, coloured by significant change; the dashed line is "no change"."""
-    fig = Figure(figsize=(7.4, 6.2), layout="constrained")
+    """Each aligned case's time ratio to its own baseline (the drift-free number the comparison
+    tests) in the new run against the base run, with both 95% intervals, log-log, coloured by
+    the change label of :mod:`bench_lib.analysis.compare`; the dashed line is "no change".
+    (The name is kept from when it drew absolute medians; those are drift-prone.)"""
+    fig = Figure(figsize=(8.6, 6.2), layout="constrained")
     ax = fig.subplots()
+    fig.suptitle("Time ratio to the baseline, new against base (below the line: relatively faster)")
     rows = table[
         [
-            not is_missing(a) and not is_missing(b)
-            for a, b in zip(table["base_median_s"], table["new_median_s"], strict=True)
+            not is_missing(a) and not is_missing(b) and float(a) > 0 and float(b) > 0
+            for a, b in zip(table["base_time_ratio"], table["new_time_ratio"], strict=True)
         ]
     ]
+    rows = rows[rows["change"] != "not tested"] if len(rows) else rows
     if not len(rows):
-        _message(ax, "no case measured in both runs")
+        _message(ax, "no case with a time ratio in both runs")
         return fig
-    values = list(rows["base_median_s"].astype(float)) + list(rows["new_median_s"].astype(float))
-    size, unit = _unit_for(values, SECOND_UNITS)
     for change, color in CHANGE_COLORS.items():
         sub = rows[rows["change"] == change]
-        if len(sub):
-            ax.scatter(
-                sub["base_median_s"].astype(float) / size,
-                sub["new_median_s"].astype(float) / size,
-                s=36,
-                color=color,
-                label=f"{change} ({len(sub)})",
-                zorder=3,
-            )
-    lo, hi = min(values) / size / 1.5, max(values) / size * 1.5
+        if not len(sub):
+            continue
+        x, y = sub["base_time_ratio"].astype(float), sub["new_time_ratio"].astype(float)
+        ax.errorbar(
+            x,
+            y,
+            xerr=_spread(sub, "base_time_ratio"),
+            yerr=_spread(sub, "new_time_ratio"),
+            fmt="o",
+            ms=5,
+            color=color,
+            ecolor=color,
+            elinewidth=0.8,
+            alpha=0.8,
+            label=f"{change} ({len(sub)})",
+            zorder=3,
+        )
+    values = list(rows["base_time_ratio"].astype(float)) + list(
+        rows["new_time_ratio"].astype(float)
+    )
+    lo, hi = min(values) / 1.3, max(values) * 1.3
     ax.plot([lo, hi], [lo, hi], ls="--", color="0.3", lw=1, label="no change")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -466,11 +610,20 @@ def compare_medians(table: pd.DataFrame, base_label: str, new_label: str) -> Fig
         axis.set_major_formatter(FuncFormatter(_log_label))
         axis.set_minor_formatter(FuncFormatter(_log_label))
     ax.grid(True, which="both", alpha=0.25)
-    ax.set_xlabel(f"base: {base_label}, median step time ({unit})")
-    ax.set_ylabel(f"new: {new_label}, median step time ({unit})")
-    ax.legend(loc="upper left")
-    fig.suptitle("Median step time, new against base (below the line: new is faster)")
+    ax.set_xlabel(f"base: {base_label}, time ratio to the baseline")
+    ax.set_ylabel(f"new: {new_label}, time ratio to the baseline")
+    fig.legend(loc="outside right upper", title="change")
     return fig
+
+
+def _spread(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """Asymmetric error bars (below, above) from ``column``'s ``_ci_low``/``_ci_high``; 0 where
+    a side has no interval."""
+    mid = frame[column].astype(float).to_numpy()
+    low = np.array([np.nan if is_missing(v) else float(v) for v in frame[f"{column}_ci_low"]])
+    high = np.array([np.nan if is_missing(v) else float(v) for v in frame[f"{column}_ci_high"]])
+    bars: np.ndarray = np.nan_to_num(np.clip(np.vstack([mid - low, high - mid]), 0, None))
+    return bars
 
 
 def _log_label(value: float, _pos: Any = None) -> str:
@@ -482,48 +635,62 @@ def _log_label(value: float, _pos: Any = None) -> str:
 
 
 def compare_by_mechanism(table: pd.DataFrame) -> Figure:
-    """Ratio of medians new / base for every aligned case, grouped by mechanism, log scale,
-    coloured by significant change."""
+    """The change of every tested case's time ratio (new/base, with its 95% interval), grouped
+    by mechanism and coloured by change label; beside them, as grey x, the baselines' absolute
+    new/base medians (the machine's drift, which the ratios cancel)."""
     fig = Figure(
-        figsize=(max(6.5, 1.1 * table["mechanism"].nunique() + 3), 5.0), layout="constrained"
+        figsize=(max(7.5, 1.1 * table["mechanism"].nunique() + 4.5), 5.0), layout="constrained"
     )
     ax = fig.subplots()
-    rows = table[[not is_missing(v) for v in table["median_ratio"]]] if len(table) else table
-    if not len(rows):
-        _message(ax, "no case measured in both runs")
+    fig.suptitle("Change of the time ratio to the baseline, new / base, by mechanism")
+    rows = table[[not is_missing(v) for v in table["ratio_change"]]] if len(table) else table
+    drift = table[[is_baseline_row(r) for r in _rows(table)]] if len(table) else table
+    drift = drift[[not is_missing(v) for v in drift["median_ratio"]]] if len(drift) else drift
+    if not len(rows) and not len(drift):
+        _message(ax, "no case tested in both runs")
         return fig
-    mechanisms = mechanism_order(rows["mechanism"])
+    mechanisms = mechanism_order(list(rows["mechanism"]) + (["none"] if len(drift) else []))
     rng = np.random.default_rng(0)  # fixed jitter: the same figure every time
     for change, color in CHANGE_COLORS.items():
         sub = rows[rows["change"] == change]
         if not len(sub):
             continue
-        xs = [mechanisms.index(m) + rng.uniform(-0.18, 0.18) for m in sub["mechanism"]]
-        ax.scatter(
+        xs = np.array([mechanisms.index(m) + rng.uniform(-0.2, 0.2) for m in sub["mechanism"]])
+        ys = sub["ratio_change"].astype(float).to_numpy()
+        lo = sub["ratio_change_ci_low"].astype(float).to_numpy()
+        hi = sub["ratio_change_ci_high"].astype(float).to_numpy()
+        ax.errorbar(
             xs,
-            sub["median_ratio"].astype(float),
-            s=34,
+            ys,
+            yerr=np.clip(np.vstack([ys - lo, hi - ys]), 0, None),
+            fmt="o",
+            ms=5,
             color=color,
+            elinewidth=0.7,
+            alpha=0.85,
             label=f"{change} ({len(sub)})",
             zorder=3,
         )
+    if len(drift):
+        ax.scatter(
+            [mechanisms.index("none") + rng.uniform(-0.2, 0.2) for _ in range(len(drift))],
+            drift["median_ratio"].astype(float),
+            marker="x",
+            color="0.45",
+            s=36,
+            label=f"baselines' absolute drift ({len(drift)})",
+            zorder=3,
+        )
     ax.axhline(1.0, ls="--", color="0.3", lw=1)
-    values = [float(v) for v in rows["median_ratio"]] + [1.0]
-    # A log scale only when the ratios span a wide range (CPU vs GPU); linear reads easier.
-    if max(values) / min(values) > 4:
-        ax.set_yscale("log")
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}{TIMES}"))
-        ax.yaxis.set_tick_params(which="minor", labelsize=7)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}{TIMES}"))
     ax.set_xticks(
         range(len(mechanisms)),
-        ["baseline" if m == "none" else m for m in mechanisms],
+        ["baseline (drift)" if m == "none" else m for m in mechanisms],
         rotation=30,
         ha="right",
     )
     ax.set_xlabel("mechanism")
-    ax.set_ylabel("new / base median step time")
+    ax.set_ylabel("new / base")
     ax.grid(True, axis="y", which="both", alpha=0.25)
-    ax.legend(loc="best")
-    fig.suptitle("Ratio of medians new / base, by mechanism (below 1: new is faster)")
+    fig.legend(loc="outside right upper", title="change")
     return fig

@@ -5,11 +5,13 @@
 name -> ``Figure``). Nothing here touches the file system; :mod:`bench_lib.analysis.cli` writes
 the results. The comparison report is :mod:`bench_lib.analysis.compare_report`'s.
 
-Layout: title, "At a glance" (every finding's headline and the family × pattern table of
-:mod:`~bench_lib.analysis.glance`), the run, noise and foreign memory, then each finding's
-detail section (:mod:`bench_lib.analysis.findings`, in registry order), the tables and figures
-per model family, the failed and skipped cases. Every number comes from the data: a finding
-whose cases were not run says which are missing.
+Layout: title and the first screen of decisions (:func:`~bench_lib.analysis.glance.decisions`:
+a decision table, the four questions in plain sentences, links to the evidence); the cheapest
+valid set per family and pattern; the run, noise and foreign memory; then each finding's
+section (:mod:`bench_lib.analysis.findings`, numbered in registry order, each opening with its
+headline); the tables and figures per model family (:mod:`bench_lib.analysis.tables`); the
+failed and skipped cases. Every number comes from the data: a finding whose cases were not run
+says which are missing.
 """
 
 from __future__ import annotations
@@ -19,22 +21,30 @@ from collections.abc import Sequence
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .families import families
-from .findings import facts, findings
+from .findings import Finding, facts, findings
 from .format import NOT_MEASURED, Rendered, tidy_text
-from .glance import at_a_glance
+from .glance import cheapest_section, decisions
 from .header import failures, header, noise
 from .results import Run
+from .tables import families
 
-__all__ = ["build_report"]
+__all__ = ["build_report", "headings"]
+
+
+def headings(found: Sequence[Finding]) -> dict[str, str]:
+    """Each finding's section heading, numbered from its place in ``found`` (their ``order``):
+    ``{"no_grad": "### 1. What `no_grad` does ..."}``."""
+    return {finding.name: f"### {i}. {finding.title}" for i, finding in enumerate(found, 1)}
 
 
 def _answers(
     frame: pd.DataFrame, runs: Sequence[Run]
 ) -> tuple[list[str], list[str], dict[str, Figure]]:
-    """(at a glance, the findings' sections, their figures)."""
+    """(the first screen and the family × pattern section, the findings' sections, their
+    figures)."""
     f = facts(frame, runs)
     found = findings()
+    titles = headings(found)
     lines = ["## Answers", ""]
     if not f.validity_measured and f.ok:
         lines += [
@@ -44,9 +54,9 @@ def _answers(
         ]
     figures: dict[str, Figure] = {}
     for finding in found:
-        lines += [f"### {finding.title}", "", *finding.detail(f), ""]
+        lines += [titles[finding.name], "", finding.headline(f), "", *finding.detail(f), ""]
         figures.update(finding.figures(f))
-    return at_a_glance(f, found), lines, figures
+    return [*decisions(f, titles), *cheapest_section(f)], lines, figures
 
 
 def build_report(runs: Sequence[Run], frame: pd.DataFrame) -> Rendered:
@@ -57,7 +67,7 @@ def build_report(runs: Sequence[Run], frame: pd.DataFrame) -> Rendered:
     lines = [
         "# freeze-bench report",
         "",
-        f"What freezing layers costs and saves in a training step, from {names}.",
+        f"Freezing layers in a training step, measured in {names}.",
         "",
         *glance,
         *header(runs, frame),

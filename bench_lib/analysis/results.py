@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..axes import freeze_record_fields, identity_record_fields, record_defaults, step_axes
 from ..record import FIELDS
-from ..vocab import MECHANISMS, PATTERN_CHOICES, STEP_AXES
+from ..vocab import MECHANISMS, PATTERN_CHOICES
 from .reading import KNOWN_SCHEMA_VERSIONS, Entry, InputError, Run, load_run, load_runs
 
 __all__ = [
@@ -57,21 +58,16 @@ __all__ = [
     "pattern_label",
     "pattern_label_order",
     "pattern_order",
+    "safe_ratio",
     "scale",
     "setup_key",
     "table_csv",
     "tidy",
 ]
 
-#: Values of the axes that files written before them lack: such a file ran the default.
-AXIS_DEFAULTS: dict[str, Any] = {
-    "amp": "none",
-    "compile": "off",
-    "checkpoint": "off",
-    "adapter": "none",
-    "parallel": "none",
-    "world_size": 1,
-}
+#: Values of the axes that files written before them lack: such a file ran the default
+#: (from the axis table, :func:`bench_lib.axes.record_defaults`).
+AXIS_DEFAULTS: dict[str, Any] = record_defaults()
 
 #: Record fields that files written before they existed lack. A missing one becomes a null
 #: column, and renderers say "not measured in this run" instead of failing.
@@ -153,50 +149,16 @@ _STATS_COLUMNS: dict[str, str] = {
     "data": "samples",
 }
 
-#: The axes that identify a case inside one run (what ``case_id`` encodes, field by field).
-#: ``seq_len`` and ``image_size`` are family sizes that a Case carries too (``family_sizes``
-#: is not an axis: files before it lack it, and comparisons across versions must still match);
-#: ``factory`` tells two factory models apart, and ``freeze_globs`` two ``names`` patterns.
-IDENTITY_AXES: tuple[str, ...] = (
-    "scenario",
-    "model",
-    "factory",
-    "depth",
-    "width",
-    "batch_size",
-    "seq_len",
-    "image_size",
-    "pattern",
-    "frozen_blocks",
-    "freeze_globs",
-    "mechanism",
-    "frozen_mode",
-    "optimizer",
-    "device",
-    "dtype",
-    "threads",
-    "seed",
-    "amp",
-    "compile",
-    "checkpoint",
-    "adapter",
-    "lora_rank",
-    "parallel",
-    "world_size",
-)
+#: The axes that identify a case inside one run (what ``case_id`` encodes, field by field),
+#: from the axis table: every axis's record field, with the family sizes ``seq_len`` and
+#: ``image_size`` that a Case carries in ``extra`` (``family_sizes`` is not an axis: files
+#: before it lack it, and comparisons across versions must still match).
+IDENTITY_AXES: tuple[str, ...] = identity_record_fields()
 
 
 #: The identity axes that say what is frozen and how; every other axis is shared with the
-#: case's baseline.
-FREEZE_AXES: tuple[str, ...] = (
-    "pattern",
-    "frozen_blocks",
-    "freeze_globs",
-    "mechanism",
-    "frozen_mode",
-    "adapter",
-    "lora_rank",
-)
+#: case's baseline (from the axis table: the axes whose role the baseline resets).
+FREEZE_AXES: tuple[str, ...] = freeze_record_fields()
 
 #: The fields that make a case's baseline (in the same file): same everything, nothing frozen.
 BASELINE_KEY: tuple[str, ...] = (
@@ -441,7 +403,7 @@ def has_step_axis(row: Mapping[Any, Any]) -> bool:
     float32 steps leave it out, the step axes' findings take it."""
     return any(
         not is_missing(row.get(axis)) and row.get(axis) != values[0]
-        for axis, values in STEP_AXES.items()
+        for axis, values in step_axes().items()
     )
 
 
@@ -485,7 +447,7 @@ def tidy(runs: Sequence[Run]) -> pd.DataFrame:
         for c in _BASE_COPIES:
             r[f"base_{c}"] = None if base is None else base.get(c)
         for c, (num, den) in _BASE_RATIOS.items():
-            r[c] = _ratio(r.get(num), r.get(den))
+            r[c] = safe_ratio(r.get(num), r.get(den))
     frame = pd.DataFrame.from_records(records, columns=columns + _DERIVED)
     return frame
 
@@ -501,7 +463,8 @@ _DERIVED: list[str] = [
 ]
 
 
-def _ratio(num: Any, den: Any) -> float:
+def safe_ratio(num: Any, den: Any) -> float:
+    """``num / den`` as a float; NaN when either is missing or ``den`` is 0."""
     if is_missing(num) or is_missing(den) or not den:
         return math.nan
     return float(num) / float(den)

@@ -13,7 +13,15 @@ import pandas as pd
 from .format import Row, plural, records, slug
 from .results import BASELINE_KEY, TIMES, is_missing, setup_key
 
-__all__ = ["SETUP_COLUMNS", "blocks", "setup_columns", "setup_slug", "setup_title", "setups"]
+__all__ = [
+    "SETUP_COLUMNS",
+    "blocks",
+    "is_parallel",
+    "setup_columns",
+    "setup_slug",
+    "setup_title",
+    "setups",
+]
 
 #: The axes that make one "setup": the rows of one table and one set of figures (a baseline's
 #: axes but the file and the depth, which the table's rows sweep).
@@ -61,14 +69,15 @@ def setup_title(row: Row, with_source: bool = False) -> str:
     if row.get("seed") not in (0, None):
         parts.append(f"seed {row['seed']}")
     parts += [title for title, _ in _step_axes(row)]
-    if _parallel(row):
+    if is_parallel(row):
         parts.append(f"{row['parallel']} on {plural(int(row['world_size']), 'rank')}")
     if with_source:
         parts.append(str(row["source_label"]))
     return " · ".join(parts)
 
 
-def _parallel(row: Row) -> bool:
+def is_parallel(row: Row) -> bool:
+    """The row is a case with a parallel set-up (files before the axis have none)."""
     value = row.get("parallel")
     return not is_missing(value) and value != "none"
 
@@ -87,7 +96,7 @@ def setup_slug(row: Row, with_source: bool = False) -> str:
     if row.get("seed") not in (0, None):
         parts.append(f"seed{row['seed']}")
     parts += [fragment for _, fragment in _step_axes(row)]
-    if _parallel(row):
+    if is_parallel(row):
         parts.append(f"{row['parallel']}-w{int(row['world_size'])}")
     if with_source:
         parts.append(str(row["source_label"]))

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_leaves
 
+from .effects.amp import AMP_DTYPES
 from .training import Workload
-from .variants import AMP_DTYPES
 
 __all__ = [
     "CPU_FOREIGN_SLACK_BYTES",
@@ -339,6 +339,9 @@ def measure_bytes_by_category(w: Workload) -> ByteCounts:
         return alias
 
     w.mechanism.zero_grad(w)
+    # Never compiled: after a graph break (FSDP2's hooks) dynamo would compile it as a frame of
+    # its own, guarded on len(packed), and recompile at every call.
+    pack = torch.compiler.disable(pack)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = w.forward_loss()
     alive = [t for ref in packed if (t := ref()) is not None]

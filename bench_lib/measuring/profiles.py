@@ -7,11 +7,12 @@ the command line's filters into cases.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..axes import Axis, grid_axes
 from ..vocab import MECHANISMS, PATTERNS, TRAP_MECHANISMS
 from .budget import Budget
 from .spec import check_choice
@@ -55,50 +56,137 @@ def resolve_positions(positions: Sequence[str], depth: int) -> tuple[int, ...]:
     return tuple(sorted({BLOCK_POSITIONS[name](depth) for name in positions}))
 
 
-@dataclass(frozen=True)
-class Grid:
-    """A cross product over one model family. ``extra`` holds family sizes (seq_len, image_size)."""
+#: Grid fields that are not one swept axis's values.
+_GRID_FIELDS = ("frozen_modes", "extra", "scenario", "blocks", "freeze", "factory")
 
-    model: str
-    depths: tuple[int, ...]
-    width: int
-    batch_size: int
-    patterns: tuple[str, ...] = ALL_PATTERNS
-    mechanisms: tuple[str, ...] = MAIN_MECHANISMS
-    optimizers: tuple[str, ...] = ("adamw",)
-    dtypes: tuple[str, ...] = ("float32",)
-    frozen_modes: tuple[str, ...] = ("train",)
-    extra: tuple[tuple[str, int], ...] = ()
-    scenario: str = "sweep"
-    #: The blocks of pattern 'explicit', as positions resolved at each depth after overrides
-    #: (names of :data:`BLOCK_POSITIONS`), so that ``--bench-depth 4`` still fits them.
-    blocks: tuple[str, ...] = ()
-    #: The parameter-name globs of pattern 'names' (``--bench-freeze`` replaces them).
-    freeze: tuple[str, ...] = ()
-    #: Model 'factory': the factory's ``MODULE:FUNCTION`` (``--bench-model-factory`` replaces
-    #: it); a factory grid without one is a template that runs only with a factory given.
-    factory: str = ""
-    #: Step axes and adapters (never crossed with each other in a profile: grids of their own).
-    amps: tuple[str, ...] = ("none",)
-    compiles: tuple[str, ...] = ("off",)
-    checkpoints: tuple[str, ...] = ("off",)
-    adapters: tuple[str, ...] = ("none",)
-    #: LoRA ranks, for the grid's ``lora`` adapter values.
-    lora_ranks: tuple[int, ...] = (8,)
-    #: Data-parallel set-ups (``--bench-parallel`` replaces them): ``none`` runs in one
-    #: process; the others on ``worlds`` ranks each (``--bench-world`` replaces them).
-    parallel: tuple[str, ...] = ("none",)
-    worlds: tuple[int, ...] = (2,)
+
+class Grid:
+    """A cross product over one model family. ``extra`` holds family sizes (seq_len,
+    image_size).
+
+    Besides the family, depths, width, batch size, patterns and mechanisms, a grid names the
+    values of any swept axis by the axis's grid field (:attr:`bench_lib.axes.Axis.grid`:
+    ``optimizers``, ``dtypes``, ``amps``, ``compiles``, ``checkpoints``, ``adapters``,
+    ``lora_ranks``, ``parallel``, ``worlds``, and any axis declared outside the package); an
+    axis it does not name takes the axis's default values. Step axes, adapters and parallel
+    set-ups are never crossed with each other in a profile: they get grids of their own.
+
+    ``blocks`` are the blocks of pattern 'explicit', as positions resolved at each depth after
+    overrides (names of :data:`BLOCK_POSITIONS`), so that ``--bench-depth 4`` still fits them;
+    ``freeze`` the parameter-name globs of pattern 'names' (``--bench-freeze`` replaces them);
+    ``factory`` the factory's ``MODULE:FUNCTION`` of model 'factory' (``--bench-model-factory``
+    replaces it; a factory grid without one is a template that runs only with a factory given).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        depths: tuple[int, ...],
+        width: int,
+        batch_size: int,
+        patterns: tuple[str, ...] = ALL_PATTERNS,
+        mechanisms: tuple[str, ...] = MAIN_MECHANISMS,
+        *,
+        frozen_modes: tuple[str, ...] = ("train",),
+        extra: tuple[tuple[str, int], ...] = (),
+        scenario: str = "sweep",
+        blocks: tuple[str, ...] = (),
+        freeze: tuple[str, ...] = (),
+        factory: str = "",
+        **axes: tuple[Any, ...],
+    ) -> None:
+        swept = {a.grid: a for a in grid_axes()}
+        for key, values in axes.items():
+            if key not in swept:
+                known = ", ".join([*swept, *_GRID_FIELDS])
+                raise TypeError(f"Grid() got an unknown field {key!r}; known: {known}")
+            for v in values:
+                swept[key].check(v)
+        self.model = model
+        self.depths = depths
+        self.width = width
+        self.batch_size = batch_size
+        self.patterns = patterns
+        self.mechanisms = mechanisms
+        self.frozen_modes = frozen_modes
+        self.extra = extra
+        self.scenario = scenario
+        self.blocks = blocks
+        self.freeze = freeze
+        self.factory = factory
+        self.axes: dict[str, tuple[Any, ...]] = dict(axes)
+
+    def replace(self, **changes: Any) -> Grid:
+        """A copy with ``changes`` (constructor arguments: fields or swept axes)."""
+        kw: dict[str, Any] = {
+            "patterns": self.patterns,
+            "mechanisms": self.mechanisms,
+            **{name: getattr(self, name) for name in _GRID_FIELDS},
+            **self.axes,
+            **changes,
+        }
+        return Grid(self.model, self.depths, self.width, self.batch_size, **kw)
+
+    def values(self, axis: Axis) -> tuple[Any, ...]:
+        """The grid's values of a swept axis (the axis's defaults where it names none)."""
+        return self.axes.get(axis.grid, axis.grid_values)
+
+    def __getattr__(self, name: str) -> tuple[Any, ...]:
+        # Swept axes by their grid field name: grid.amps, grid.parallel, grid.worlds, ...
+        if name != "axes":
+            for a in grid_axes():
+                if a.grid == name:
+                    return self.values(a)
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        axes = "".join(f", {k}={v!r}" for k, v in self.axes.items())
+        return f"Grid({self.model!r}, {self.depths!r}, {self.width}, {self.batch_size}{axes})"
 
 
 @dataclass(frozen=True)
 class Profile:
+    """A named sweep: its grids (or ``make_grids``, which builds them when first asked for:
+    the pairwise profile's covering array), its budget, devices and thread counts."""
+
     name: str
     description: str
     grids: tuple[Grid, ...]
     budget: Budget
     devices: tuple[str, ...] = ("cpu",)
     threads: tuple[int, ...] = (1,)
+    make_grids: Callable[[], tuple[Grid, ...]] | None = None
+
+    def all_grids(self) -> tuple[Grid, ...]:
+        return self.grids if self.make_grids is None else _built_grids(self.make_grids)
+
+
+@functools.cache
+def _built_grids(make: Callable[[], tuple[Grid, ...]]) -> tuple[Grid, ...]:
+    return make()
+
+
+def _pairwise_grids() -> tuple[Grid, ...]:
+    """One grid per row of the pairwise covering array (:mod:`.pairwise`) on the devices this
+    machine has: every value of any axis meets every value of every other axis, at tiny
+    sizes."""
+    from .devices import cuda_unavailable_reason
+    from .pairwise import complete, covering_array
+
+    devices = ("cpu",) if cuda_unavailable_reason() else ("cpu", "cuda")
+    grids = []
+    for row in covering_array(devices).rows:
+        v = complete(row)
+        swept = {a.grid: (v[a.name],) for a in grid_axes()}
+        grids.append(
+            Grid(
+                v["model"], (v["depth"],), v["width"], v["batch_size"], (v["pattern"],),
+                (v["mechanism"],), frozen_modes=(v["frozen_mode"],), extra=v["extra"],
+                scenario=v["scenario"], blocks=("first", "middle"), freeze=v["freeze"],
+                factory=v["factory"], **swept,
+            )
+        )  # fmt: skip
+    return tuple(grids)
 
 
 # The seed scenario: model X (frozen transformer encoder) feeding model Y (trained with AdamW).
@@ -152,10 +240,11 @@ def _axis(
     """A grid of its own for one step axis (``amp`` bf16, ``compile`` on or ``checkpoint`` on),
     at the size of an eager grid of the profile, so that the report sets each case against the
     same case in eager float32."""
-    grid = Grid(model, (depth,), width, batch, patterns, mechanisms, extra=tuple(sizes.items()))
     field, value = _AXIS_VALUES[axis]
     setting: dict[str, Any] = {field: (value,)}
-    return dataclasses.replace(grid, **setting)
+    return Grid(
+        model, (depth,), width, batch, patterns, mechanisms, extra=tuple(sizes.items()), **setting
+    )
 
 
 def _real(model: str, depths: tuple[int, ...], width: int, batch: int, **sizes: int) -> Grid:
@@ -167,16 +256,14 @@ def _cpu_real(
     model: str, depth: int, width: int, batch: int, *, eval_mode: bool = False, **sizes: int
 ) -> list[Grid]:
     """A transformers family at CPU sizes: the frozen prefix, middle and all-but-head under the
-    main mechanisms; with ``eval_mode`` (BatchNorm) also the prefix and middle in eval mode
-    under no_grad and requires_grad."""
+    main mechanisms; with ``eval_mode`` (BatchNorm) also each of them in eval mode (the cure for
+    the running statistics the frozen BatchNorm layers change in train mode)."""
     extra = tuple(sizes.items())
     patterns = ("none", "prefix", "middle", "all_but_head")
     grids = [Grid(model, (depth,), width, batch, patterns, extra=extra)]
-    if eval_mode:
-        grids.append(
-            Grid(model, (depth,), width, batch, ("prefix", "middle"), ("no_grad", "requires_grad"),
-                 frozen_modes=("eval",), extra=extra)
-        )  # fmt: skip
+    if eval_mode:  # BatchNorm: each frozen pattern in eval mode too (the cure)
+        grids.append(Grid(model, (depth,), width, batch, patterns[1:], frozen_modes=("eval",),
+                          extra=extra))  # fmt: skip
     return grids
 
 
@@ -227,8 +314,36 @@ def _parallel_flags(model: str, depth: int, width: int, batch: int) -> list[Grid
     ]  # fmt: skip
 
 
+def _eval_grids(
+    model: str,
+    depths: tuple[int, ...],
+    width: int,
+    batch: int,
+    extra: tuple[tuple[str, int], ...],
+    batchnorm: bool,
+) -> list[Grid]:
+    """Frozen blocks in eval mode: for a family with BatchNorm every frozen pattern (the cure
+    for its running statistics, shown beside each train-mode case); otherwise the prefix and
+    the middle."""
+    if not batchnorm:
+        return [Grid(model, depths, width, batch, ("prefix", "middle"), frozen_modes=("eval",),
+                     extra=extra)]  # fmt: skip
+    patterns = tuple(p for p in ALL_PATTERNS if p != "none")
+    return [
+        Grid(model, depths, width, batch, patterns, frozen_modes=("eval",), extra=extra),
+        Grid(model, (max(depths),), width, batch, ("explicit",), frozen_modes=("eval",),
+             extra=extra, blocks=("first", "middle")),
+    ]  # fmt: skip
+
+
 def _family(
-    model: str, depths: tuple[int, ...], width: int, batch: int, **sizes: int
+    model: str,
+    depths: tuple[int, ...],
+    width: int,
+    batch: int,
+    *,
+    batchnorm: bool = False,
+    **sizes: int,
 ) -> list[Grid]:
     """A family's standard grids: every pattern under the main mechanisms; the traps on the
     prefix and the suffix; eval-mode frozen blocks on the prefix and the middle; SGD (momentum)
@@ -242,9 +357,7 @@ def _family(
         ),
         Grid(model, depths, width, batch, extra=extra),
         Grid(model, depths, width, batch, ("prefix", "suffix"), TRAP_MECHANISMS, extra=extra),
-        Grid(
-            model, depths, width, batch, ("prefix", "middle"), frozen_modes=("eval",), extra=extra
-        ),
+        *_eval_grids(model, depths, width, batch, extra, batchnorm),
         Grid(model, depths, width, batch, ("none", "middle"), optimizers=("sgd",), extra=extra),
     ]
 
@@ -338,7 +451,7 @@ PROFILES: dict[str, Profile] = {
         (
             *_family("mlp", (4, 8, 16), 256, 64),
             *_family("transformer", (4, 8), 64, 8, seq_len=32),
-            *_family("cnn", (4, 8), 16, 16, image_size=16),
+            *_family("cnn", (4, 8), 16, 16, batchnorm=True, image_size=16),
             _seed(64, 8, depth=8, seq=32),
             # The step axes, a grid each: the frozen prefix and middle under the main
             # mechanisms; compiled, the MLP so (and the late freeze, which recompiles) and the
@@ -454,7 +567,7 @@ PROFILES: dict[str, Profile] = {
             Grid("factory", (8,), 64, 32, extra=(("image_size", 64), ("seq_len", 256))),
             # Data parallelism, one rank per GPU (world 1 here; --bench-world N with N GPUs).
             *(
-                dataclasses.replace(g, worlds=(1,))
+                g.replace(worlds=(1,))
                 for g in (*_parallel("mlp", 8, 2048, 256), *_parallel_flags("mlp", 8, 2048, 256))
             ),
         ),
@@ -467,5 +580,21 @@ PROFILES: dict[str, Profile] = {
             phase_reps=20,
         ),
         devices=("cuda",),
+    ),
+    "pairwise": Profile(
+        "pairwise",
+        "a pairwise covering array over every axis at tiny sizes, for smoke mode (--bench-smoke): "
+        "every value of any axis meets every value of every other axis",
+        (),
+        Budget(
+            warmup_rounds=0,
+            target_time_s=0.01,
+            min_rounds=1,
+            max_rounds=2,
+            ratio_pairs=2,
+            phase_reps=1,
+            smoke=True,
+        ),
+        make_grids=_pairwise_grids,
     ),
 }

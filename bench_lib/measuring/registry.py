@@ -1,8 +1,9 @@
 """Registries filled by discovery: every module of a package is imported, and the objects of a
 kind it defines at module level are registered under their ``name``.
 
-A new model family or freeze mechanism joins by adding one module to its package; no list or
-if/elif chain is edited.
+A new model family, freeze mechanism, parallel strategy or step-axis effect joins by adding one
+module to its package; no list or if/elif chain is edited. :class:`Registry` is the one lookup
+all of them use.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import importlib
 import pkgutil
 from typing import Protocol, TypeVar
 
-__all__ = ["discover"]
+__all__ = ["Registry", "discover"]
 
 
 class _Named(Protocol):
@@ -42,3 +43,27 @@ def discover(package: str, kind: type[T]) -> dict[str, T]:
                     f"two {kind.__name__} objects are named {obj.name!r} ({info.name})"
                 )
     return found
+
+
+class Registry(dict[str, T]):
+    """The ``kind`` objects of ``package`` by name (:func:`discover`), a dict (tests may add
+    entries), with :meth:`lookup`: the object, or ``error`` (the caller's
+    :class:`~.spec.CaseError`; ``KeyError`` by default) whose message names the value and the
+    choices: ``{field}={name!r} is not one of: ...``."""
+
+    def __init__(
+        self,
+        package: str,
+        kind: type[T],
+        field: str,
+        error: type[Exception] = KeyError,
+    ) -> None:
+        super().__init__(discover(package, kind))
+        self.field = field
+        self.error = error
+
+    def lookup(self, name: str) -> T:
+        """The object registered as ``name``; ``error`` naming the choices otherwise."""
+        if name not in self:
+            raise self.error(f"{self.field}={name!r} is not one of: {', '.join(self)}")
+        return self[name]

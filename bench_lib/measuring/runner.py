@@ -1,9 +1,12 @@
 """Measure one case: timed rounds (through a callback), then separate measurement passes.
 
 The timed loop is owned by the caller (pytest-benchmark's ``pedantic`` in ``benchmarks/``), so
-this module stays free of pytest. Order: launch, validity check (fresh models), calibration and
-warm-up, timed rounds, interleaved ratio pairs against the baseline, FLOPs, phase times, peak
-memory, bytes by category, communication. Nothing but the step runs inside the timed loop.
+this module stays free of pytest. Order: launch, validity check (fresh models), then the passes
+of :data:`PASSES`: build, calibration and warm-up, timed rounds, interleaved ratio pairs against
+the baseline, FLOPs, the axis twin, phase times, peak memory, bytes by category, communication
+(in smoke mode, :attr:`Budget.smoke`, only those the table marks). Nothing but the step runs
+inside the timed loop. The runner never branches on an axis value: what the case's step axes
+do is their effects' business (:mod:`.effects`).
 
 Where the workload runs is a launcher's business (:mod:`bench_lib.measuring.launcher`): in this
 process, or on torch.distributed workers for a parallel case; the passes are the same.
@@ -20,20 +23,23 @@ import dataclasses
 import gc
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from .. import axes as axis_table
 from ..record import FIELDS, make_record
-from . import cost, devices, memory, phases, stats, variants, verify
+from . import devices, effects, flops, memory, phases, stats, verify
 from .budget import Budget
+from .caserun import CaseRun, Launcher, release
 from .devices import DeviceUnavailable
 from .families import family_size, family_sizes
-from .launcher import CaseRun, Launcher, calibrate, launcher_for, release
+from .launcher import launcher_for
 from .spec import Case
 from .training import build_workload, freeze_summary
 
-__all__ = ["Budget", "TimeSteps", "is_oom", "measure_case", "warm_up_process"]
+__all__ = ["PASSES", "Budget", "TimeSteps", "is_oom", "measure_case", "warm_up_process"]
 
 #: ``time_steps(step, warmup_rounds, rounds)``: run ``step`` in a timed loop and keep the samples.
 TimeSteps = Callable[[Callable[[], None], int, int], None]
@@ -51,34 +57,14 @@ def is_oom(e: BaseException) -> bool:
 
 
 def _case_fields(case: Case) -> dict[str, Any]:
+    """The record's identity fields: every axis's value under its record name (from the axis
+    table), the family sizes, and what the freeze plan freezes."""
     return {
         "case_id": case.id,
-        "scenario": case.scenario,
-        "model": case.model,
-        "factory": case.factory or None,
-        "depth": case.depth,
-        "width": case.width,
-        "batch_size": case.batch_size,
+        **axis_table.record_values(case.values()),
         "seq_len": family_size(case, "seq_len"),
         "image_size": family_size(case, "image_size"),
         "family_sizes": family_sizes(case),
-        "pattern": case.pattern,
-        "frozen_blocks": list(case.frozen_blocks),
-        "freeze_globs": list(case.freeze) if case.freeze else None,
-        "mechanism": case.mechanism,
-        "frozen_mode": case.frozen_mode,
-        "optimizer": case.optimizer,
-        "device": case.device,
-        "dtype": case.dtype,
-        "threads": case.threads,
-        "seed": case.seed,
-        "amp": case.amp,
-        "compile": case.compile,
-        "checkpoint": case.checkpoint,
-        "adapter": case.adapter,
-        "lora_rank": case.lora_rank or None,
-        "parallel": case.parallel,
-        "world_size": case.world,
         **freeze_summary(case),  # n_blocks, frozen_param_names, frozen_modules, tied_frozen
     }
 
@@ -99,75 +85,147 @@ class _PassClock:
             self.seconds[name] = round(time.perf_counter() - t0, 6)
 
 
-def _measure(
-    run: CaseRun, budget: Budget, time_steps: TimeSteps, out: dict[str, Any], clock: _PassClock
-) -> None:
-    """Fill ``out`` pass by pass, so that a failure keeps what was measured before it."""
-    case: Case = run.case
-    with clock("build"):
-        info = run.build()
-    out["threads"] = info.threads
-    out["trainable_params"] = info.trainable_params
-    out["frozen_params"] = info.frozen_params
-    out["adapter_params"] = info.adapter_params
-    release()
-    # Dynamo's work is counted over the case's own first steps and timed rounds, before any
-    # measurement pass (and before its baseline twin compiles its own code).
-    with variants.CompileWatch(case.compile == "on") as watch:
-        with clock("calibration"):
-            rounds = budget.rounds_for(run.calibrate())
-        out["warmup_rounds"] = info.calibration_steps + budget.warmup_rounds
-        out["rounds"] = rounds
-        out["gc_enabled"] = gc.isenabled()
-        with clock("timed"):
-            time_steps(run.step, budget.warmup_rounds, rounds)
-    if watch.counts is not None:
-        out.update(compile_s=run.compile_s, **dataclasses.asdict(watch.counts))
-        variants.check_compiled(watch.counts)
+@dataclass
+class _Context:
+    """What the passes of one case share: the run, the budget, the record being filled."""
 
+    run: CaseRun
+    budget: Budget
+    time_steps: TimeSteps
+    out: dict[str, Any]
+    #: Seconds of the last calibration step (``None`` when calibration did not run).
+    step_s: float | None = None
+    #: Untimed steps the build pass says the case needs, and those the calibration pass ran.
+    planned_calibration: int = 0
+    calibration_steps: int = 0
+
+    @property
+    def case(self) -> Case:
+        return self.run.case
+
+
+def _build(c: _Context) -> None:
+    info = c.run.build()
+    c.planned_calibration = info.calibration_steps
+    c.out.update(
+        threads=info.threads,
+        trainable_params=info.trainable_params,
+        frozen_params=info.frozen_params,
+        adapter_params=info.adapter_params,
+    )
+    release()
+    # The effects' counts (dynamo's work) cover the case's own first steps and timed rounds,
+    # before any measurement pass (and before its baseline twin compiles its own code).
+    c.run.start_watch()
+
+
+def _calibrate(c: _Context) -> None:
+    c.step_s = c.run.calibrate()
+    c.calibration_steps = c.planned_calibration
+
+
+def _timed(c: _Context) -> None:
+    rounds = c.budget.rounds_for(c.step_s)
+    warmup = c.budget.timed_warmup_rounds
+    c.out.update(
+        warmup_rounds=c.calibration_steps + warmup, rounds=rounds, gc_enabled=gc.isenabled()
+    )
+    c.time_steps(c.run.step, warmup, rounds)
+    extra_s = c.run.compile_s if c.step_s is not None else None
+    c.out.update(effects.watch_record(c.case, c.run.stop_watch(), extra_s))
+
+
+def _ratio_pairs(c: _Context) -> None:
     # The baseline side of the pairs; for the baseline case itself an identical twin, so that
     # its ratio shows the noise floor (A against A').
-    with clock("ratio_pairs"):
-        run.build_baseline()
-        ratio = stats.interleaved_ratio(run.step, run.baseline_step, budget.ratio_pairs)
-    out.update(
+    c.run.build_baseline()
+    ratio = stats.interleaved_ratio(c.run.step, c.run.baseline_step, c.budget.pairs)
+    c.out.update(
         time_ratio=ratio.median,
         time_ratio_ci_low=ratio.ci_low,
         time_ratio_ci_high=ratio.ci_high,
         ratio_pairs=ratio.pairs,
         ratio_samples=list(ratio.ratios),
     )
-    with clock("flops"):
-        flops, base_flops = run.flops()  # drops the baseline twin
-    out.update(
-        flops_forward=flops.forward,
-        flops_backward=flops.backward,
-        flops_ratio=flops.total / base_flops if base_flops and flops.total else None,
-        flops_uncounted_ops=list(flops.uncounted_ops),
+
+
+def _flops(c: _Context) -> None:
+    counted, base_flops = c.run.flops()  # drops the baseline twin
+    c.out.update(
+        flops_forward=counted.forward,
+        flops_backward=counted.backward,
+        flops_ratio=counted.total / base_flops if base_flops and counted.total else None,
+        flops_uncounted_ops=list(counted.uncounted_ops),
     )
-    if (twin := variants.axis_twin(case)) is not None:
-        # What the step axes cost: the same case with them at their defaults, in pairs (step
-        # axes run in this process only: profiles never cross them with a parallel set-up).
-        with clock("axis_twin"):
-            other = build_workload(twin[1])
-            calibrate(other)
-            r = stats.interleaved_ratio(run.step, other.step, budget.ratio_pairs)
-            del other
-            release()
-        out.update(
-            axis_twin=twin[0],
-            axis_twin_ratio=r.median,
-            axis_twin_ratio_ci_low=r.ci_low,
-            axis_twin_ratio_ci_high=r.ci_high,
-        )
-    # These results' field names are record keys.
-    with clock("phases"):
-        out.update(dataclasses.asdict(run.phases(budget.phase_reps)))
-    with clock("memory"):
-        out.update(run.memory())
-        out.update(dataclasses.asdict(run.bytes_by_category()))
-    with clock("comm"):
-        out.update(run.comm())
+
+
+def _axis_twin(c: _Context) -> None:
+    """What the step axes cost: the same case with them at their defaults, in pairs, where the
+    case runs (in this process or on its workers)."""
+    twin = effects.axis_twin(c.case)
+    if twin is None:
+        return
+    other_step = c.run.build_axis_twin(twin[1])
+    try:
+        r = stats.interleaved_ratio(c.run.step, other_step, c.budget.pairs)
+    finally:
+        c.run.drop_axis_twin()
+    c.out.update(
+        axis_twin=twin[0],
+        axis_twin_ratio=r.median,
+        axis_twin_ratio_ci_low=r.ci_low,
+        axis_twin_ratio_ci_high=r.ci_high,
+    )
+
+
+# These results' field names are record keys.
+def _phases(c: _Context) -> None:
+    c.out.update(dataclasses.asdict(c.run.phases(c.budget.phase_reps)))
+
+
+def _memory(c: _Context) -> None:
+    c.out.update(c.run.memory())
+    c.out.update(dataclasses.asdict(c.run.bytes_by_category()))
+
+
+def _comm(c: _Context) -> None:
+    c.out.update(c.run.comm())
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """One pass of a case after its validity check: its ``pass_seconds`` key, what it does,
+    and whether it runs in smoke mode (:attr:`Budget.smoke`)."""
+
+    name: str
+    run: Callable[[_Context], None]
+    smoke: bool
+
+
+#: The passes after the validity check, in order. Smoke mode runs those marked ``smoke``; the
+#: record fields of the others stay null.
+PASSES: tuple[_Pass, ...] = (
+    _Pass("build", _build, smoke=True),
+    _Pass("calibration", _calibrate, smoke=False),
+    _Pass("timed", _timed, smoke=True),
+    _Pass("ratio_pairs", _ratio_pairs, smoke=True),
+    _Pass("flops", _flops, smoke=False),
+    _Pass("axis_twin", _axis_twin, smoke=False),
+    _Pass("phases", _phases, smoke=False),
+    _Pass("memory", _memory, smoke=False),
+    _Pass("comm", _comm, smoke=True),
+)
+
+
+def _measure(
+    run: CaseRun, budget: Budget, time_steps: TimeSteps, out: dict[str, Any], clock: _PassClock
+) -> None:
+    """Fill ``out`` pass by pass, so that a failure keeps what was measured before it."""
+    context = _Context(run, budget, time_steps, out)
+    for p in PASSES:
+        if p.smoke or not budget.smoke:
+            with clock(p.name):
+                p.run(context)
 
 
 #: What the warm-up runs: on CUDA, the matrix products, convolutions and attention of every
@@ -193,7 +251,7 @@ def warm_up_process(device: str) -> None:
         w = build_workload(case)
         for _ in range(3):
             w.step()
-        cost.count_step_flops(w)
+        flops.count_step_flops(w)
         phases.measure_phases(w, 2)
         memory.measure_peak_memory(w)
         memory.measure_bytes_by_category(w)
@@ -224,7 +282,7 @@ def measure_case(
     clock = _PassClock(out)
     run: CaseRun | None = None
     try:
-        with variants.compile_scope(case):  # dynamo reset before and after a compiled case
+        with effects.case_scope(case):  # e.g. dynamo reset before and after a compiled case
             with clock("launch"):
                 run = (launcher or launcher_for(case)).start(case, budget)
             with clock("validity"):
@@ -235,6 +293,8 @@ def measure_case(
                 verdict_detail=v.detail,
                 verdict_steps=verify.CHECK_STEPS,
                 grad_rtol=verify.tolerance(case),
+                block_flow=None if v.block_flow is None else list(v.block_flow),
+                frozen_drift_per_step=v.drift_per_step,
             )
             if v.verdict == "error":
                 # The mechanism cannot run a step at all: nothing else can be measured.
@@ -247,12 +307,7 @@ def measure_case(
     except DeviceUnavailable:
         raise
     except Exception as e:
-        message = f"{type(e).__name__}: {e}".splitlines()[0]
-        if isinstance(e, variants.compile_errors()):
-            cause = e.__cause__ or getattr(e, "inner_exception", None)
-            if cause is not None:  # dynamo's first line says only which backend raised
-                message += f" {type(cause).__name__}: {str(cause).splitlines()[0]}"
-            message = f"compile failed: {message}"
+        message = effects.failure_message(case, e) or f"{type(e).__name__}: {e}".splitlines()[0]
         out.update(status="oom" if is_oom(e) else "error", status_message=message[:500])
     finally:
         if run is not None:

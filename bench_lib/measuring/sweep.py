@@ -29,25 +29,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
-from ..vocab import (
-    ADAPTERS,
-    AMPS,
-    CHECKPOINTS,
-    COMPILES,
-    DEVICES,
-    DTYPES,
-    FROZEN_MODES,
-    MECHANISMS,
-    MODELS,
-    OPTIMIZERS,
-    PARALLEL,
-    PATTERN_CHOICES,
-)
-from .axes import skip_reason
+from .. import axes as axis_table
+from ..axes import AXES, Axis, AxisError
+from . import effects
 from .families import get_family
 from .mechanisms import get_mechanism
 from .mechanisms.base import NameMatch, match_names, uncovered_reason
@@ -82,6 +71,7 @@ __all__ = [
     "plan_shards",
     "resolve_positions",
     "shard",
+    "skip_reason",
 ]
 
 
@@ -109,61 +99,70 @@ def parse_ints(option: str, text: str, minimum: int = 1) -> tuple[int, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
+#: Filters that are not one axis's values: explicit block indices (pattern 'explicit').
+_FILTER_EXTRAS = ("blocks",)
+
+
 class Filters:
-    """Axis overrides from the command line; ``None`` keeps the profile's values."""
+    """Axis overrides from the command line, keyed by each axis's grid field name (``models``,
+    ``depths``, ``amps``, ...; see :attr:`bench_lib.axes.Axis.grid`), plus ``blocks`` (the
+    indices of pattern 'explicit'), ``freeze`` (the globs of pattern 'names', which add that
+    pattern) and ``factory`` (the factory of every 'factory' grid, and the only model unless
+    ``models`` is given). A missing key keeps the profile's values.
 
-    models: tuple[str, ...] | None = None
-    depths: tuple[int, ...] | None = None
-    widths: tuple[int, ...] | None = None
-    batch_sizes: tuple[int, ...] | None = None
-    patterns: tuple[str, ...] | None = None
-    mechanisms: tuple[str, ...] | None = None
-    optimizers: tuple[str, ...] | None = None
-    devices: tuple[str, ...] | None = None
-    dtypes: tuple[str, ...] | None = None
-    threads: tuple[int, ...] | None = None
-    frozen_modes: tuple[str, ...] | None = None
-    blocks: tuple[int, ...] | None = None
-    seeds: tuple[int, ...] = field(default=(0,))
-    #: ``--bench-freeze`` globs: add pattern 'names' with them.
-    freeze: tuple[str, ...] | None = None
-    #: ``--bench-model-factory``: the factory of every 'factory' grid (and the only model
-    #: unless ``models`` is given).
-    factory: str | None = None
-    amps: tuple[str, ...] | None = None
-    compiles: tuple[str, ...] | None = None
-    checkpoints: tuple[str, ...] | None = None
-    adapters: tuple[str, ...] | None = None
-    lora_ranks: tuple[int, ...] | None = None
-    #: ``--bench-parallel`` and ``--bench-world``: the parallel set-ups and their world sizes.
-    parallel: tuple[str, ...] | None = None
-    worlds: tuple[int, ...] | None = None
+    Raises :class:`CaseError` for a value outside an axis's choices.
+    """
 
-    def __post_init__(self) -> None:
-        for name, choices in (
-            ("models", MODELS),
-            ("patterns", PATTERN_CHOICES),
-            ("mechanisms", MECHANISMS),
-            ("optimizers", OPTIMIZERS),
-            ("devices", DEVICES),
-            ("dtypes", DTYPES),
-            ("frozen_modes", FROZEN_MODES),
-            ("amps", AMPS),
-            ("compiles", COMPILES),
-            ("checkpoints", CHECKPOINTS),
-            ("adapters", ADAPTERS),
-            ("parallel", PARALLEL),
-        ):
-            for v in getattr(self, name) or ():
-                check_choice(name, v, choices)
-        for world in self.worlds or ():
-            if isinstance(world, bool) or not isinstance(world, int) or world < 1:
-                raise CaseError(f"world={world!r} must be a positive integer")
-        if self.patterns and "explicit" in self.patterns and not self.blocks:
+    def __init__(self, **values: Any) -> None:
+        by_field = _filter_axes()
+        for key, given in values.items():
+            if key in _FILTER_EXTRAS or given is None:
+                continue
+            axis = by_field.get(key)
+            if axis is None:
+                choices = ", ".join([*by_field, *_FILTER_EXTRAS])
+                raise CaseError(f"unknown filter {key!r}; known: {choices}")
+            items = (given,) if axis.kind in ("text",) else tuple(given)
+            for v in items:
+                try:
+                    axis.check(v)
+                except AxisError as e:
+                    raise CaseError(str(e)) from None
+        self._values: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
+        patterns = self._values.get("patterns") or ()
+        if "explicit" in patterns and not self._values.get("blocks"):
             raise CaseError("pattern 'explicit' needs --bench-blocks (e.g. --bench-blocks 1,3)")
-        if self.patterns and "names" in self.patterns and not self.freeze:
+        if "names" in patterns and not self._values.get("freeze"):
             raise CaseError("pattern 'names' needs --bench-freeze (e.g. --bench-freeze 'head.*')")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in _filter_axes() and name not in _FILTER_EXTRAS:
+            raise AttributeError(name)
+        return self._values.get(name)
+
+    def get(self, axis: Axis) -> tuple[Any, ...] | None:
+        """The command line's values of ``axis`` (``None``: the profile's)."""
+        return self._values.get(axis.grid) if axis.grid else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def replace(self, **values: Any) -> Filters:
+        return Filters(**{**self._values, **values})
+
+    def __repr__(self) -> str:
+        return f"Filters({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
+
+
+def _filter_axes() -> dict[str, Axis]:
+    """The axes the command line can filter, by their grid field name (``freeze`` and
+    ``factory`` by their own)."""
+    out = {a.grid: a for a in AXES.values() if a.grid}
+    out["freeze"] = AXES["freeze"]
+    out["factory"] = AXES["factory"]
+    return out
 
 
 @dataclass(frozen=True)
@@ -193,6 +192,12 @@ def _patterns(grid: Grid, f: Filters) -> tuple[str, ...]:
         return ("none",) + (("explicit",) if f.blocks else ()) + (("names",) if f.freeze else ())
     patterns = f.patterns or grid.patterns
     return (*patterns, "names") if f.freeze and "names" not in patterns else patterns
+
+
+def skip_reason(case: Case) -> str | None:
+    """Why ``case`` cannot run: the first declared skip rule of the axis table that applies,
+    then the reasons that need torch (peft missing, no layer to adapt)."""
+    return axis_table.skip_reason(case.values()) or effects.skip_reason(case)
 
 
 def _skip_id(base: Case, pattern: str) -> str:
@@ -259,12 +264,41 @@ def parallel_skip_reason(base: Case) -> str | None:
     return f"{BATCHNORM_REASON} ({', '.join(norms)} in {base.model})" if norms else None
 
 
-def _runs(grid: Grid, f: Filters) -> list[tuple[str, int]]:
-    """The grid's (parallel set-up, world size) pairs after the filters; ``none`` has world 1."""
-    worlds = f.worlds or grid.worlds
-    return [
-        (p, w) for p in (f.parallel or grid.parallel) for w in ((1,) if p == "none" else worlds)
-    ]
+def _axis_values(axis: Axis, grid: Grid, profile: Profile, f: Filters) -> tuple[Any, ...]:
+    """The values of a swept axis: the command line's, else the grid's or the profile's (by the
+    axis's scope), else the axis's own default values."""
+    given = f.get(axis)
+    if given is not None:
+        return tuple(given)
+    if axis.grid in grid.axes:
+        return grid.axes[axis.grid]
+    if axis.scope == "profile":
+        return tuple(getattr(profile, axis.grid))
+    if axis.scope == "run":
+        return axis.grid_values
+    return grid.values(axis)
+
+
+def _settings(grid: Grid, profile: Profile, f: Filters) -> list[dict[str, Any]]:
+    """Every combination of the swept axes (optimizer, device, dtype, threads, seed, the step
+    axes, the adapter, the parallel set-up, and any declared outside), in table order. An axis
+    that depends on another (``lora_rank`` on ``adapter``, ``world`` on ``parallel``) takes its
+    values only beside the other's non-default values, and its default beside the default."""
+    combos: list[dict[str, Any]] = [{}]
+    for axis in axis_table.grid_axes():
+        values = _axis_values(axis, grid, profile, f)
+        parent = AXES[axis.depends_on] if axis.depends_on else None
+        combos = [
+            {**c, axis.name: v}
+            for c in combos
+            for v in (
+                (axis.default,)
+                if parent is not None and c[parent.name] == parent.default
+                else values
+            )
+        ]
+    unique = {tuple(sorted(c.items(), key=lambda kv: kv[0])): c for c in combos}
+    return list(unique.values())
 
 
 def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> _GridPart:
@@ -276,55 +310,20 @@ def _grid_cases(grid: Grid, profile: Profile, f: Filters) -> _GridPart:
     folds += [(p, "none") for p in patterns if p != "none" and "none" in asked]
     part = _GridPart([], [], set())
     factory = (f.factory or grid.factory) if grid.model == "factory" else ""
-    adapters = [
-        (adapter, rank if adapter != "none" else 0)
-        for adapter in f.adapters or grid.adapters
-        for rank in (f.lora_ranks or grid.lora_ranks if adapter != "none" else (0,))
-    ]
-    setups: list[tuple[str, str, str, tuple[str, int], tuple[str, int]]] = list(
-        itertools.product(
-            f.amps or grid.amps,
-            f.compiles or grid.compiles,
-            f.checkpoints or grid.checkpoints,
-            dict.fromkeys(adapters),
-            _runs(grid, f),
-        )
+    sizes = itertools.product(
+        f.depths or grid.depths, f.widths or (grid.width,), f.batch_sizes or (grid.batch_size,)
     )
-    points = itertools.product(
-        f.depths or grid.depths,
-        f.widths or (grid.width,),
-        f.batch_sizes or (grid.batch_size,),
-        f.optimizers or grid.optimizers,
-        f.devices or profile.devices,
-        f.dtypes or grid.dtypes,
-        f.threads or profile.threads,
-        f.seeds,
-    )
-    for (depth, width, batch, opt, device, dtype, threads, seed), setup in itertools.product(
-        points, setups
-    ):
-        amp, comp, ckpt, (adapter, rank), (parallel, world) = setup
+    for (depth, width, batch), setting in itertools.product(sizes, _settings(grid, profile, f)):
         first = len(part.cases)
         base = Case(
             grid.model,
             depth,
             width,
             batch,
-            optimizer=opt,
-            device=device,
-            dtype=dtype,
-            threads=threads,
-            seed=seed,
             scenario=grid.scenario,
             extra=grid.extra,
             factory=factory,
-            amp=amp,
-            compile=comp,
-            checkpoint=ckpt,
-            adapter=adapter,
-            lora_rank=rank,
-            parallel=parallel,
-            world=world,
+            **setting,
         )
         n_blocks = base.n_blocks
         part.folded.update((base.baseline(), p, m) for p, m in folds)
@@ -394,7 +393,7 @@ def generate(profile: Profile, filters: Filters) -> Sweep:
         )
     names_errors: list[CaseError] = []
     names_ok = False
-    for grid in profile.grids:
+    for grid in profile.all_grids():
         if models is not None and grid.model not in models:
             continue
         if grid.model == "factory" and not (filters.factory or grid.factory):
@@ -409,7 +408,7 @@ def generate(profile: Profile, filters: Filters) -> Sweep:
             names_ok = True
     if names_errors and not names_ok:
         raise names_errors[0]
-    own = any(g.model == "factory" and g.factory for g in profile.grids)
+    own = any(g.model == "factory" and g.factory for g in profile.all_grids())
     if models is not None and "factory" in models and not (filters.factory or own):
         raise CaseError(
             f"model 'factory' needs --bench-model-factory MODULE:FUNCTION (profile "

@@ -8,12 +8,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import adapters, devices, families
+from . import devices, effects, families
+from .effects import StepEffects
 from .families.base import Built, Inputs, inputs_to
-from .mechanisms import FreezePlan, Mechanism, get_mechanism
+from .mechanisms import REGISTRY as MECHANISMS
+from .mechanisms import FreezePlan, Mechanism
 from .mechanisms.base import Uninstall
 from .spec import Case
-from .variants import StepVariant, build_variant
 
 __all__ = [
     "Workload",
@@ -21,6 +22,7 @@ __all__ = [
     "build_workload",
     "freeze_plan",
     "freeze_summary",
+    "prepare",
     "skeleton",
 ]
 
@@ -48,9 +50,10 @@ def build_optimizer(name: str, params: list[nn.Parameter]) -> torch.optim.Optimi
 class Workload:
     """A model, its freeze plan, optimizer and batch: everything one training step needs.
 
-    ``uninstall`` removes the mechanism's wrappers from the model (a workload that ends with its
-    model needs no call to it). ``variant`` runs the step axes: autocast, torch.compile and the
-    checkpoint wrappers (see :mod:`.variants`). ``wrapper`` is the module the step calls where it
+    ``uninstall`` removes the mechanism's wrappers and the effects' (checkpointing) from the
+    model (a workload that ends with its model needs no call to it). ``effects`` runs the
+    case's active step-axis effects around the step (autocast, torch.compile, loss scaling; see
+    :mod:`.effects`). ``wrapper`` is the module the step calls where it
     is not the model itself: a data-parallel wrapper (DDP, FSDP1's root) of a worker's workload.
     """
 
@@ -66,7 +69,7 @@ class Workload:
     uninstall: Uninstall
     steps: int = field(default=0)
     wrapper: nn.Module | None = None
-    variant: StepVariant = field(kw_only=True)
+    effects: StepEffects = field(kw_only=True)
 
     @property
     def model(self) -> nn.Module:
@@ -94,17 +97,17 @@ class Workload:
         """Forward and loss under the step axes (``eager``: without torch.compile), through the
         data-parallel wrapper where there is one."""
         module = self.model if self.wrapper is None else self.wrapper
-        return self.variant.forward_loss(
+        return self.effects.forward_loss(
             module, self.built.loss, self.inputs, self.targets, eager=eager
         )
 
     def backward(self, loss: Tensor) -> None:
-        self.mechanism.backward(self.variant.scale(loss), self.trainable)
+        self.mechanism.backward(self.effects.scale(loss), self.trainable)
         self.mechanism.after_backward(self)
-        self.variant.unscale(self.optimizer)
+        self.effects.after_backward(self.optimizer, self)
 
     def optimizer_step(self) -> None:
-        self.variant.step(self.optimizer)
+        self.effects.optimizer_step(self.optimizer)
         self.steps += 1
 
     def step(self) -> None:
@@ -122,9 +125,9 @@ def _batch(built: Built, seed: int, device: torch.device) -> tuple[Inputs, Tenso
 
 def freeze_plan(case: Case, built: Built) -> FreezePlan:
     """``case``'s freeze plan on ``built``: its frozen blocks, or its ``--bench-freeze`` globs;
-    with an adapter, an :class:`~.adapters.AdaptedPlan` (what trains is the adapters and what
-    is outside the blocks)."""
-    plan_type = FreezePlan if case.adapter == "none" else adapters.AdaptedPlan
+    of the class its effects ask for (with an adapter, an :class:`~.adapters.AdaptedPlan`:
+    what trains is the adapters and what is outside the blocks)."""
+    plan_type = effects.plan_type(case)
     return plan_type(built.model, built.blocks, frozenset(case.frozen_blocks), case.freeze)
 
 
@@ -146,7 +149,7 @@ def freeze_summary(case: Case) -> dict[str, Any]:
         plan = freeze_plan(case, skeleton(case))
         out["frozen_param_names"] = len(plan.frozen_params())
         out["tied_frozen"] = plan.tied_frozen()
-        if get_mechanism(case.mechanism).module_level:
+        if MECHANISMS.lookup(case.mechanism).module_level:
             out["frozen_modules"] = [name for name, _ in plan.frozen_modules()]
     except Exception:  # the case's own passes will fail and say why
         out.setdefault("n_blocks", None)
@@ -161,18 +164,35 @@ def build_workload(case: Case, *, batch_seed: int | None = None) -> Workload:
     """
     device = devices.resolve(case.device)
     devices.pin_threads(case.threads)
-    built = families.build(case)
-    adapters.apply(case, built)  # LoRA on the trainable blocks (none without an adapter)
-    plan = freeze_plan(case, built)
-    mechanism = get_mechanism(case.mechanism)
-    trainable = mechanism.prepare(plan)
-    if isinstance(plan, adapters.AdaptedPlan):  # base weights (frozen by peft) never do
-        trainable = [p for p in trainable if p.requires_grad]
-    uninstall = mechanism.install(plan)
-    variant, uninstall = build_variant(case, plan, device, uninstall)  # wraps after it
-    plan.set_mode(case.frozen_mode)
+    built, plan, mechanism, trainable, uninstall = prepare(case)
     optimizer = build_optimizer(case.optimizer, trainable)
     x, y = _batch(built, case.seed + 1 if batch_seed is None else batch_seed, device)
+    step_effects = StepEffects(case, device)
     return Workload(
-        case, built, plan, mechanism, trainable, optimizer, x, y, device, uninstall, variant=variant
+        case,
+        built,
+        plan,
+        mechanism,
+        trainable,
+        optimizer,
+        x,
+        y,
+        device,
+        uninstall,
+        effects=step_effects,
     )
+
+
+def prepare(case: Case) -> tuple[Built, FreezePlan, Mechanism, list[nn.Parameter], Uninstall]:
+    """What every workload of ``case`` starts from, in this process and in a worker alike: the
+    model built, the effects' changes to it (LoRA), the freeze plan, the mechanism's flags and
+    wrappers, the effects' wrappers after them (checkpointing), the frozen blocks' mode; with
+    the parameters the optimizer gets and what removes every wrapper."""
+    built = families.build(case)
+    effects.prepare_model(case, built)
+    plan = freeze_plan(case, built)
+    mechanism = MECHANISMS.lookup(case.mechanism)
+    trainable = effects.optimizer_params(case, plan, mechanism.prepare(plan))
+    uninstall = effects.install(case, plan, mechanism.install(plan))
+    plan.set_mode(case.frozen_mode)
+    return built, plan, mechanism, trainable, uninstall

@@ -14,11 +14,60 @@ step runs and is compared with it:
   in train mode);
 * ``grad_mismatch``: a trainable gradient differs from the reference beyond the tolerance (or,
   in a data-parallel case whose ranks hold replicas, the ranks' gradients differ);
+* ``rounding_drift`` (valid, with a caveat): frozen parameters moved, but by the rounding of
+  the forward pass only (see below);
 * ``error``: the mechanism raised;
 * ``ok``: none of these.
 
 When several apply, the verdict is the first in that order (after ``error``) and the detail
-names the others. Tolerance: relative L2 error ``||g - g_ref|| / ||g_ref||`` at most
+names the others.
+
+**Rounding drift.** A frozen parameter (never a buffer) that moved counts as drift, not as
+``frozen_param_moved``, only when all three hold:
+
+(a) it is in no optimizer (by identity or storage) and its ``grad`` is ``None`` after every
+    step's backward: nothing but the forward can have moved it;
+(b) re-running each step from the state before it, forward and backward *without*
+    ``optimizer.step()``, gives it the very same values (bit for bit) as the real step did;
+(c) each step moved each element by at most ``k = DRIFT_ULPS_PER_FORWARD`` units in the last
+    place of ``|w| + |dW|`` per forward of the step, where ``w`` is its value before the step
+    and ``dW`` the adapter's contribution to it at that step (peft LoRA: ``lora_B @ lora_A *
+    scaling``, :func:`adapter_deltas`; 0 for a parameter no adapter covers). A step runs one
+    forward, two for a checkpointed block (its forward is recomputed in backward).
+
+Why ``k = 4``: merging and unmerging is ``fl(fl(w + dW) - dW)``, two roundings to nearest of
+values no larger than ``|w| + |dW|`` in magnitude, at most half an ulp each: 1 ulp. peft's
+``MultiheadAttention`` layer (0.21) adds the out-projection's delta twice (once itself, once
+through its out_proj LoRA layer) and subtracts it twice: four roundings of values up to
+``|w| + 2|dW| <= 2(|w| + |dW|)`` whose ulp is at most twice ours, so at most
+``4 * 1/2 * 2 = 4`` ulp. An optimizer moving a frozen weight by a tiny amount (AdamW's weight
+decay at a small learning rate) fails (a) and (b) whatever its size. The largest per-step
+change of the drifting parameters is recorded (``frozen_drift_per_step``): it accumulates over
+training.
+
+**Per-block backward flow** (``block_flow``, one code per block of the family, in block order):
+measured in each step's re-run above, which is eager (never compiled) and runs with forward
+pre-hooks on each block's modules that put a ``Tensor.register_hook`` on every floating-point
+input activation that requires grad (not ``register_full_backward_hook``, which breaks on
+in-place ops, tuple outputs and compile). A block's *input* is every tensor argument of its
+modules that no module of the same block produced; the hooks fire during backward only, and a
+checkpointed block's recomputation (inside backward) is ignored, so it counts once. Two bits,
+OR-ed over the steps:
+
+* ``w``: some parameter of the block got a gradient (``grad`` not ``None`` after backward);
+* ``x``: a gradient reached the block's input activation: backward went through the block down
+  to its input. Block 0 (and any block fed data, or an activation made without grad) never has
+  it: its input is the batch, which requires no grad; a trainable block 0 reads ``w``.
+
+Each cell is the first that applies of: ``starved`` (a parameter meant to train got no gradient:
+``graph_cut``), ``moved`` (a frozen parameter moved: ``frozen_param_moved``), ``buffers`` (a
+buffer changed: ``frozen_buffer_changed``), ``drift`` (``rounding_drift``), then ``wx``, ``w``,
+``x`` or ``none`` (not in the graph) from the bits. The cells agree with the verdict: every
+such verdict has its code in at least one block when the parameters it names are in blocks.
+``block_flow`` is ``None`` for an ``error`` verdict and for parallel cases (whose check runs in
+:mod:`.parallel.check`, which does not measure it).
+
+Tolerance: relative L2 error ``||g - g_ref|| / ||g_ref||`` at most
 ``GRAD_RTOL[dtype]``. Differences below it are reported as rounding only (eval mode switches
 some modules to fused fast paths that round differently).
 
@@ -31,34 +80,46 @@ Checkpointing recomputes the same forward and needs no allowance.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+import itertools
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from . import adapters, families
 from .devices import DeviceUnavailable
+from .effects.amp import autocast
+from .effects.checkpoint import checkpointed_blocks
+from .effects.compile import compile_errors
 from .families.base import Built, Inputs, call_model
 from .mechanisms import FreezePlan
 from .spec import Case
 from .training import Workload, build_workload, freeze_plan
-from .variants import autocast, compile_errors
 
 __all__ = [
     "BATCH_SEED",
     "CHECK_STEPS",
+    "DRIFT_ULPS_PER_FORWARD",
+    "FLOW_CODES",
     "GRAD_RTOL",
+    "VALID_VERDICTS",
     "VERDICTS",
     "Findings",
     "Subject",
     "Verdict",
+    "adapter_deltas",
+    "block_cells",
     "check_case",
     "rel_err",
     "tolerance",
+    "ulp",
     "verdict",
+    "within_ulps",
 ]
 
 VERDICTS = (
@@ -67,8 +128,16 @@ VERDICTS = (
     "frozen_param_moved",
     "frozen_buffer_changed",
     "grad_mismatch",
+    "rounding_drift",
     "error",
 )
+#: Verdicts of a correct mechanism (``rounding_drift`` with a caveat).
+VALID_VERDICTS = ("ok", "rounding_drift")
+#: Codes of a ``block_flow`` cell (see the module docstring), the flows first, then the caveat
+#: and the faults.
+FLOW_CODES = ("wx", "w", "x", "none", "drift", "starved", "moved", "buffers")
+#: k of rounding drift: ulps of ``|w| + |dW|`` an element may move per forward (see above).
+DRIFT_ULPS_PER_FORWARD = 4
 CHECK_STEPS = 3
 GRAD_RTOL = {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2}
 #: The dtype whose tolerance an autocast case gets.
@@ -79,12 +148,19 @@ BATCH_SEED = 1000
 
 @dataclass(frozen=True)
 class Verdict:
+    """A verdict, its one-sentence detail, and what the check measured beside it:
+    ``block_flow`` (one :data:`FLOW_CODES` code per block; ``None`` where not measured) and
+    ``drift_per_step`` (the largest change of a drifting frozen parameter in one step; ``None``
+    where nothing drifted)."""
+
     verdict: str
     detail: str
+    block_flow: tuple[str, ...] | None = None
+    drift_per_step: float | None = None
 
     @property
     def valid(self) -> bool:
-        return self.verdict == "ok"
+        return self.verdict in VALID_VERDICTS
 
 
 def _where(plan: FreezePlan, params: Sequence[nn.Parameter]) -> str:
@@ -150,6 +226,9 @@ class Findings:
     #: trainable_intended) that got a non-zero gradient.
     base_moved: dict[str, float] = field(default_factory=dict)
     adapter_grads: set[int] = field(default_factory=set)
+    #: Frozen parameters that moved by rounding drift only (taken out of ``moved`` and
+    #: ``base_moved``), by name, with their largest change in one step.
+    drift: dict[str, float] = field(default_factory=dict)
 
     def merge(self, other: Findings) -> None:
         """Add ``other``'s findings (another rank's) to these."""
@@ -158,6 +237,7 @@ class Findings:
             (self.moved, other.moved),
             (self.buffers, other.buffers),
             (self.base_moved, other.base_moved),
+            (self.drift, other.drift),
         ):
             for n, v in theirs.items():
                 mine[n] = max(mine.get(n, 0.0), v)
@@ -223,14 +303,19 @@ def _check(case: Case, steps: int) -> Verdict:
     frozen_bufs = dict(w.plan.frozen_buffers())
     tol = tolerance(case)
     f = Findings()
+    probe = _FlowProbe(w.plan)
+    drift = _DriftWatch([*frozen_named, *base], _forwards(case, w.plan))
     for k in range(steps):
         x, y = w.make_batch(BATCH_SEED + k)
         w.inputs, w.targets = x, y
         expected = _reference_grads(ref, w, intended, x, y)
         before_p = {n: p.detach().clone() for n, p in frozen_named.items()}
         before_b = {n: b.detach().clone() for n, b in frozen_bufs.items()}
+        pre = _snapshot(w.model)
+        deltas = adapter_deltas(w.model)
         w.mechanism.zero_grad(w)
         w.backward(w.forward_loss())
+        drift.after_backward(w.model, w.optimizer)
         for j, (p, ref_g) in enumerate(zip(intended, expected, strict=True)):
             if id(p) in adapter_ids and p.grad is not None and bool(p.grad.any()):
                 f.adapter_grads.add(id(p))
@@ -258,10 +343,230 @@ def _check(case: Case, steps: int) -> Verdict:
             if not torch.equal(p.detach(), base[n]):
                 change = float((p.detach().float() - base[n].float()).abs().max())
                 f.base_moved[n] = max(f.base_moved.get(n, 0.0), change)
+        post = _snapshot(w.model)
+        drift.after_step(pre, post, deltas, _rerun(w, pre, post, probe))
     # peft starts every B at zero, so no A gets a gradient on the first step: an adapter tensor
     # is cut off only if it got none in all the steps.
     f.cut |= {j for j, p in enumerate(intended) if id(p) in adapter_ids - f.adapter_grads}
-    return verdict(w, f, tol, steps)
+    drift.classify(f)
+    return verdict(w, f, tol, steps, flow=probe.bits())
+
+
+def _snapshot(model: nn.Module) -> dict[str, Tensor]:
+    """Copies of ``model``'s parameters and buffers, by name."""
+    named = itertools.chain(model.named_parameters(), model.named_buffers())
+    return {n: t.detach().clone() for n, t in named}
+
+
+def _load(model: nn.Module, state: dict[str, Tensor]) -> None:
+    """Copy ``state`` (a :func:`_snapshot`) into ``model``'s parameters and buffers in place."""
+    with torch.no_grad():
+        for n, t in itertools.chain(model.named_parameters(), model.named_buffers()):
+            t.copy_(state[n])
+
+
+def _rerun(
+    w: Workload, pre: dict[str, Tensor], post: dict[str, Tensor], probe: _FlowProbe
+) -> dict[str, Tensor]:
+    """Run the step just taken again from ``pre`` (the state before it), eager, forward and the
+    mechanism's backward without the optimizer step, under ``probe``'s hooks; return the
+    parameters' values after it and put ``post`` (the state after the real step) and the
+    gradients back."""
+    grads = {n: p.grad for n, p in w.model.named_parameters()}
+    _load(w.model, pre)
+    for p in w.model.parameters():
+        p.grad = None
+    with probe.watching():
+        loss = w.forward_loss(eager=True)
+        probe.forward_done()
+        w.mechanism.backward(loss, w.trainable)
+    after = {n: p.detach().clone() for n, p in w.model.named_parameters()}
+    _load(w.model, post)
+    for n, p in w.model.named_parameters():
+        p.grad = grads[n]
+    return after
+
+
+def _forwards(case: Case, plan: FreezePlan) -> Callable[[str], int]:
+    """Forwards the block holding a named parameter runs in one step: two for a checkpointed
+    block (its forward is recomputed in backward), else one."""
+    again = set(checkpointed_blocks(plan)) if case.checkpoint == "on" else set()
+    return lambda name: 2 if _block_of(plan, name) in again else 1
+
+
+def ulp(a: Tensor) -> Tensor:
+    """The unit in the last place of ``|a|``, elementwise, in ``a``'s dtype: the gap to the next
+    larger representable value."""
+    mag = a.abs()
+    return torch.nextafter(mag, torch.full_like(mag, math.inf)) - mag
+
+
+def within_ulps(before: Tensor, after: Tensor, delta: Tensor | None, k: float) -> bool:
+    """Whether every element moved from ``before`` to ``after`` by at most ``k`` ulp of
+    ``|before| + |delta|`` (``delta`` ``None``: 0), the ulp taken in ``before``'s dtype."""
+    mag = before.double().abs() + (0.0 if delta is None else delta.double().abs())
+    bound = ulp(mag.to(before.dtype)).double() * k
+    change = (after.double() - before.double()).abs()
+    return bool((change <= bound).all())
+
+
+def adapter_deltas(model: nn.Module) -> dict[str, Tensor]:
+    """The adapters' contributions ``dW`` to base weights, by the base weight's name (peft LoRA
+    layers: the sum over their active adapters of ``get_delta_weight``, ``lora_B @ lora_A *
+    scaling``; the packed ``in_proj_weight`` of peft's ``MultiheadAttention`` layer). Base
+    weights are named through their module, since peft's attention layer gives them new
+    parameter objects at every walk of the model."""
+    modules = list(model.named_modules())
+    names = {id(m): n for n, m in modules}
+    out: dict[str, Tensor] = {}
+    with torch.no_grad():
+        for _, m in modules:
+            delta: Callable[[str], Tensor] | None = getattr(m, "get_delta_weight", None)
+            base_of = getattr(m, "get_base_layer", None)
+            active = getattr(m, "active_adapters", None)
+            if delta is None or base_of is None or not active or m is base_of():
+                continue
+            base = base_of()
+            attr = "in_proj_weight" if isinstance(base, nn.MultiheadAttention) else "weight"
+            if id(base) not in names or not isinstance(getattr(base, attr, None), Tensor):
+                continue
+            names_of = getattr(m, "lora_A", {})
+            total = sum((delta(a).detach() for a in active if a in names_of), torch.zeros(()))
+            out[f"{names[id(base)]}.{attr}"] = total
+    return out
+
+
+class _DriftWatch:
+    """Which moved frozen parameters meet the three conditions of rounding drift."""
+
+    def __init__(self, names: Sequence[str], forwards: Callable[[str], int]) -> None:
+        self.names = list(dict.fromkeys(names))
+        self.k = {n: DRIFT_ULPS_PER_FORWARD * forwards(n) for n in self.names}
+        self.touched: set[str] = set()  # in an optimizer, or got a gradient: fails (a)
+        self.unlike: set[str] = set()  # the re-run did not move it the same way: fails (b)
+        self.beyond: set[str] = set()  # moved more than k ulp in some step: fails (c)
+        self.per_step: dict[str, float] = {}
+
+    def after_backward(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Condition (a), after a step's backward."""
+        held = [p for g in optimizer.param_groups for p in g["params"]]
+        ids, ptrs = {id(p) for p in held}, {p.data_ptr() for p in held}
+        params = dict(model.named_parameters())
+        for n in self.names:
+            p = params[n]
+            if p.grad is not None or id(p) in ids or p.data_ptr() in ptrs:
+                self.touched.add(n)
+
+    def after_step(
+        self,
+        pre: dict[str, Tensor],
+        post: dict[str, Tensor],
+        deltas: dict[str, Tensor],
+        rerun: dict[str, Tensor],
+    ) -> None:
+        """Conditions (b) and (c), after a step and its re-run without the optimizer step."""
+        for n in self.names:
+            if not torch.equal(rerun[n], post[n]):
+                self.unlike.add(n)
+            if torch.equal(post[n], pre[n]):
+                continue
+            change = float((post[n].double() - pre[n].double()).abs().max())
+            self.per_step[n] = max(self.per_step.get(n, 0.0), change)
+            if not within_ulps(pre[n], post[n], deltas.get(n), self.k[n]):
+                self.beyond.add(n)
+
+    def classify(self, f: Findings) -> None:
+        """Move the parameters that drifted by rounding only from ``f.moved`` and
+        ``f.base_moved`` to ``f.drift``."""
+        bad = self.touched | self.unlike | self.beyond
+        for moved in (f.moved, f.base_moved):
+            for n in [n for n in moved if n not in bad and n in self.per_step]:
+                del moved[n]
+                f.drift[n] = self.per_step[n]
+
+
+def _tensors(value: Any) -> Iterator[Tensor]:
+    """The tensors in ``value``, through tuples, lists and dicts (model outputs too)."""
+    if isinstance(value, Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _tensors(v)
+
+
+class _FlowProbe:
+    """Forward hooks on each block's modules that watch, over the steps' re-runs, whether a
+    gradient reaches the block's input activations (``x``) and whether its parameters get
+    gradients (``w``). See the module docstring."""
+
+    def __init__(self, plan: FreezePlan) -> None:
+        self.plan = plan
+        n = len(plan.blocks)
+        self.x = [False] * n
+        self.w = [False] * n
+        self._armed = False
+        self._made: list[list[Tensor]] = [[] for _ in range(n)]
+
+    def _pre_hook(self, block: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, kwargs: Any) -> None:
+            if not self._armed:  # a checkpointed block's recomputation, inside backward
+                return
+            made = {id(t) for t in self._made[block]}
+            for t in _tensors((args, kwargs)):
+                if t.is_floating_point() and t.requires_grad and id(t) not in made:
+                    t.register_hook(self._reached(block))
+
+        return hook
+
+    def _reached(self, block: int) -> Callable[[Tensor], None]:
+        def hook(grad: Tensor) -> None:
+            self.x[block] = True
+
+        return hook
+
+    def _post_hook(self, block: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, out: Any) -> None:
+            if self._armed:
+                self._made[block].extend(_tensors(out))
+
+        return hook
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """Hooks in place and armed for one forward; after backward, note which blocks'
+        parameters got gradients; the hooks are removed on the way out."""
+        handles = [
+            h
+            for i in range(len(self.plan.blocks))
+            for _, m in self.plan.modules(i)
+            for h in (
+                m.register_forward_pre_hook(self._pre_hook(i), with_kwargs=True),
+                m.register_forward_hook(self._post_hook(i)),
+            )
+        ]
+        self._armed = True
+        try:
+            yield
+            for i in range(len(self.plan.blocks)):
+                if any(p.grad is not None for _, m in self.plan.modules(i) for p in m.parameters()):
+                    self.w[i] = True
+        finally:
+            self._armed = False
+            self._made = [[] for _ in self.plan.blocks]
+            for h in handles:
+                h.remove()
+
+    def forward_done(self) -> None:
+        """The forward is over: what runs a block's forward from now on is a recomputation."""
+        self._armed = False
+        self._made = [[] for _ in self.plan.blocks]
+
+    def bits(self) -> list[tuple[bool, bool]]:
+        """``(w, x)`` of each block."""
+        return list(zip(self.w, self.x, strict=True))
 
 
 def _base_weights(w: Workload) -> list[tuple[str, nn.Parameter]]:
@@ -274,8 +579,16 @@ def _adapter_params(w: Workload) -> list[nn.Parameter]:
     return w.plan.adapter_params() if isinstance(w.plan, adapters.AdaptedPlan) else []
 
 
-def verdict(w: Subject, f: Findings, tol: float, steps: int) -> Verdict:
-    """The verdict of findings ``f`` over ``steps`` steps of ``w`` (see the module docstring)."""
+def verdict(
+    w: Subject,
+    f: Findings,
+    tol: float,
+    steps: int,
+    *,
+    flow: Sequence[tuple[bool, bool]] | None = None,
+) -> Verdict:
+    """The verdict of findings ``f`` over ``steps`` steps of ``w`` (see the module docstring),
+    with its ``block_flow`` where ``flow`` (each block's ``(w, x)`` bits) is given."""
     intended = w.trainable_intended
     parts: list[tuple[str, str]] = []
     if f.cut:
@@ -342,6 +655,11 @@ def verdict(w: Subject, f: Findings, tol: float, steps: int) -> Verdict:
                 f"{f.mismatch:.3g} > tolerance {tol:g}",
             )
         )
+    drift = _drift_part(w, f, steps)
+    if drift:
+        parts.append(("rounding_drift", drift))
+    cells = None if flow is None else tuple(block_cells(w.plan, intended, f, flow))
+    per_step = max(f.drift.values()) if f.drift else None
     if not parts:
         note = (
             f"; gradients differ by rounding only (max relative error {f.rounding:.2g} "
@@ -353,5 +671,65 @@ def verdict(w: Subject, f: Findings, tol: float, steps: int) -> Verdict:
             "ok",
             f"{len(intended)} trainable tensors got the reference gradients and frozen "
             f"parameters and buffers stayed bit-identical over {steps} steps{note}",
+            cells,
         )
-    return Verdict(parts[0][0], "; ".join(d for _, d in parts))
+    return Verdict(parts[0][0], "; ".join(d for _, d in parts), cells, per_step)
+
+
+def _drift_part(w: Subject, f: Findings, steps: int) -> str:
+    """The detail of rounding drift (empty where nothing drifted)."""
+    if not f.drift:
+        return ""
+    names = sorted(f.drift)
+    n_el = sum(p.numel() for n, p in w.model.named_parameters() if n in f.drift)
+    return (
+        f"{len(names)} frozen parameter tensors ({n_el:,} elements: "
+        f"{', '.join(names[:2])}{', ...' if len(names) > 2 else ''}) moved by rounding only, "
+        f"up to {max(f.drift.values()):.3g} per step (in no optimizer, grad None at every "
+        f"step, the same without optimizer.step(), within {DRIFT_ULPS_PER_FORWARD} ulp of "
+        f"|w| + |dW| per forward): a caveat, it accumulates over training"
+    )
+
+
+def _block_of(plan: FreezePlan, name: str) -> int | None:
+    """The (first) block holding the parameter or buffer named ``name``."""
+    for i, block in enumerate(plan.blocks):
+        if any(name.startswith(f"{root}.") for root in block):
+            return i
+    return None
+
+
+def block_cells(
+    plan: FreezePlan,
+    intended: Sequence[nn.Parameter],
+    f: Findings,
+    flow: Sequence[tuple[bool, bool]],
+) -> list[str]:
+    """Each block's :data:`FLOW_CODES` code from its ``(w, x)`` bits and the findings ``f``
+    (``f.cut`` indexes ``intended``); the first that applies of ``starved``, ``moved``,
+    ``buffers``, ``drift``, then ``wx``, ``w``, ``x``, ``none``."""
+    if len(flow) != len(plan.blocks):
+        raise ValueError(f"flow has {len(flow)} entries for {len(plan.blocks)} blocks")
+    index = plan.block_index()
+    marks: list[set[str]] = [set() for _ in plan.blocks]
+    for j in f.cut:
+        block = index.get(id(intended[j]))
+        if block is not None:
+            marks[block].add("starved")
+    for code, names in (
+        ("moved", [*f.moved, *f.base_moved]),
+        ("buffers", list(f.buffers)),
+        ("drift", list(f.drift)),
+    ):
+        for n in names:
+            block = _block_of(plan, n)
+            if block is not None:
+                marks[block].add(code)
+    cells: list[str] = []
+    for (got_w, got_x), mark in zip(flow, marks, strict=True):
+        fault = next((c for c in ("starved", "moved", "buffers", "drift") if c in mark), None)
+        if fault is not None:
+            cells.append(fault)
+        else:
+            cells.append(("w" if got_w else "") + ("x" if got_x else "") or "none")
+    return cells

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from ...vocab import STEP_AXES
 from ..format import NOT_MEASURED, Row, code, join, records
 from ..results import Run, has_adapter, has_step_axis, is_missing
-from ..setups import setup_columns
+from ..setups import is_parallel, setup_columns
 
 __all__ = [
     "REGISTRY",
@@ -35,7 +35,6 @@ __all__ = [
     "Needs",
     "facts",
     "findings",
-    "is_parallel",
     "register",
 ]
 
@@ -93,12 +92,6 @@ def facts(frame: pd.DataFrame, runs: Sequence[Run]) -> Facts:
         frame=frame[[not is_parallel(r) for r in everything]] if len(frame) else frame,
         parallel=[r for r in everything if is_parallel(r)],
     )
-
-
-def is_parallel(row: Row) -> bool:
-    """The row is a case with a parallel set-up (files before the axis have none)."""
-    value = row.get("parallel")
-    return not is_missing(value) and value != "none"
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,19 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from ..format import NOT_MEASURED, OF_BASE, Row, code, dist, fmt_ratio, join, plural, values
-from ..ranking import cheapest
+from ..format import (
+    NOT_MEASURED,
+    OF_BASE,
+    Row,
+    caveat,
+    code,
+    dist,
+    fmt_ratio,
+    join,
+    plural,
+    values,
+)
+from ..ranking import decide
 from ..results import is_missing, mechanism_order, pattern_order, setup_key
 from ..setups import SETUP_COLUMNS
 
@@ -50,6 +61,9 @@ def validity_summary(rows: list[Row], patterns: bool = True) -> str:
         return f"validity {NOT_MEASURED}"
     valid = [r for r in known if r["validity"] == "valid"]
     text = f"valid in {len(valid)} of {len(rows)}"
+    caveats = Counter(note for r in valid if (note := caveat(r)) is not None)
+    if caveats:
+        text += " (" + ", ".join(f"{n} with {note}" for note, n in caveats.items()) + ")"
     bad = Counter(str(r.get("verdict") or "invalid") for r in known if r["validity"] == "invalid")
     for verdict, n in bad.items():
         text += f"; ✗ {verdict} in {n}"
@@ -87,6 +101,6 @@ def cut_and_cheapest(rows: list[Row], validity_measured: bool) -> str:
             f"{join([code(m) for m in mechanisms])} cut the graph in {len(cut)} of "
             f"{plural(len(of_those), 'case')}"
         )
-    choice = cheapest(rows)
+    choice = decide(rows)
     parts.append(f"cheapest valid: {choice.sentence()}" if choice else "no mechanism was valid")
     return "; ".join(parts) + "."

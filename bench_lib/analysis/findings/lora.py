@@ -13,18 +13,18 @@ from typing import Any
 
 from ..format import (
     Row,
+    case_table,
     code,
     div,
-    fmt_bytes,
     fmt_ratio,
     median,
     metric,
     plural,
-    ratio_ci,
     table,
     verdict_label,
 )
 from ..results import is_missing, setup_key
+from ..tables import columns
 from . import Facts, Finding, Needs, register
 from .common import validity_summary
 
@@ -337,43 +337,33 @@ class LoraRank(Finding):
         lines += [
             "Every LoRA case (ratios to the baseline: full fine-tuning of the same model):",
             "",
-            *table(
+            *case_table(
+                ordered,
                 [
-                    "setup",
-                    "pattern",
-                    "mechanism",
-                    "rank",
-                    "adapter params",
-                    "trainable",
-                    "time ratio [95% CI]",
-                    "peak memory",
-                    "peak vs baseline",
-                    "gradients",
-                    "optimizer state",
-                    "saved activations",
-                    "FLOP ratio",
-                    "verdict",
-                ],
-                [
-                    [
-                        _setup(f, r),
-                        r["pattern_label"],
-                        "—" if r["mechanism"] == "none" else r["mechanism"],
-                        _rank(r),
-                        f"{float(r['adapter_params']):,.0f}"
-                        if not is_missing(r.get("adapter_params"))
-                        else "—",
-                        _fmt_count(r),
-                        ratio_ci(r),
-                        fmt_bytes(r.get("peak_memory_bytes")),
-                        fmt_ratio(r.get("peak_ratio")),
-                        fmt_bytes(r.get("grad_bytes")),
-                        fmt_bytes(r.get("optimizer_state_bytes")),
-                        fmt_bytes(r.get("saved_activation_bytes")),
-                        fmt_ratio(r.get("flops_ratio")),
-                        verdict_label(r),
-                    ]
-                    for r in ordered
+                    ("setup", lambda r: _setup(f, r)),
+                    ("pattern", lambda r: r["pattern_label"]),
+                    ("mechanism", lambda r: "—" if r["mechanism"] == "none" else r["mechanism"]),
+                    ("rank", _rank),
+                    (
+                        "adapter params",
+                        lambda r: (
+                            f"{float(r['adapter_params']):,.0f}"
+                            if not is_missing(r.get("adapter_params"))
+                            else "—"
+                        ),
+                    ),
+                    ("trainable", _fmt_count),
+                    *columns(
+                        "time ratio",
+                        "peak",
+                        "peak ratio",
+                        "gradients",
+                        "optimizer state",
+                        "saved",
+                        "flops ratio",
+                        "verdict",
+                        gradients="gradients",
+                    ),
                 ],
             ),
         ]

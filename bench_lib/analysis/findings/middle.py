@@ -12,7 +12,7 @@ from .common import cut_and_cheapest, example_detail, validity_summary
 class Middle(Finding):
     name = "middle"
     order = 30
-    title = "3. Backprop with frozen blocks in the middle (pattern `middle`)"
+    title = "Backprop with frozen blocks in the middle (pattern `middle`)"
     label = "Frozen blocks in the middle"
     needs = Needs(where={"pattern": ("middle",)}, columns=("time_ratio",))
 

@@ -12,7 +12,7 @@ from .common import example_detail, pairs, quotients, validity_summary
 class NoGrad(Finding):
     name = "no_grad"
     order = 10
-    title = "1. What `no_grad` does to the graph, time and memory against the baseline"
+    title = "What `no_grad` does to the graph, time and memory against the baseline"
     label = "`no_grad`"
     needs = Needs(where={"mechanism": ("no_grad",)}, columns=("time_ratio",))
 

@@ -19,7 +19,7 @@ class OptimizerOnly(Finding):
     name = "optimizer_only"
     order = 20
     title = (
-        "2. Is freezing X needed when only Y is in the optimizer? (`optimizer_only` against "
+        "Is freezing X needed when only Y is in the optimizer? (`optimizer_only` against "
         "`requires_grad`)"
     )
     label = "Freezing X when only Y is optimized (`optimizer_only`)"

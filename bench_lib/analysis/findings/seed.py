@@ -7,19 +7,19 @@ import pandas as pd
 from ..format import (
     NOT_MEASURED,
     Row,
+    case_table,
     code,
     div,
     fmt_bytes,
     fmt_interval,
     fmt_ratio,
     fmt_seconds,
-    ratio_ci,
-    table,
     verdict_label,
 )
-from ..ranking import candidates, tied, ties_text, trap_notes
+from ..ranking import equivalent_set, trap_notes
 from ..results import mechanism_order
 from ..setups import blocks, setup_title, setups
+from ..tables import columns
 from . import Facts, Finding, Needs, register
 
 
@@ -32,6 +32,17 @@ def _cases(setup: list[Row]) -> list[Row]:
 
 def _by_mechanism(cases: list[Row], mechanism: str) -> Row | None:
     return next((r for r in cases if r["mechanism"] == mechanism), None)
+
+
+def _equivalents(best_set: list[Row]) -> str:
+    """`` (equivalent in time: `no_grad`; cheapest first by peak memory, then FLOPs)``."""
+    if len(best_set) < 2:
+        return ""
+    others = ", ".join(code(r["mechanism"]) for r in best_set[1:])
+    return (
+        f" (equivalent in time, within the noise: {others}; the first is the cheapest by peak "
+        f"memory, then FLOPs)"
+    )
 
 
 @register
@@ -49,8 +60,8 @@ class Seed(Finding):
         parts = []
         for setup in self._setups(f):
             cases = _cases(setup)
-            valid = candidates(cases)
-            if not valid:
+            best_set = equivalent_set(cases)
+            if not best_set:
                 parts.append(
                     f.scope(setup[0])
                     + (
@@ -60,13 +71,11 @@ class Seed(Finding):
                     )
                 )
                 continue
-            best = min(valid, key=lambda r: float(r["time_ratio"]))
-            ties = tied(best, valid)
+            best = best_set[0]
             text = (
                 f"the cheapest valid way to freeze X was `{best['mechanism']}`: "
                 f"{fmt_ratio(best['time_ratio'])} the baseline's time and "
-                f"{fmt_ratio(best.get('peak_ratio'))} its peak memory"
-                + (f" (tied: {', '.join(map(code, ties))})" if ties else "")
+                f"{fmt_ratio(best.get('peak_ratio'))} its peak memory" + _equivalents(best_set)
             )
             oo, rg = _by_mechanism(cases, "optimizer_only"), _by_mechanism(cases, "requires_grad")
             if oo is not None and rg is not None and oo["status"] == rg["status"] == "ok":
@@ -111,41 +120,37 @@ def _setup_detail(setup: list[Row], validity_measured: bool) -> list[str]:
     cases = _cases(setup)
     lines += [
         "",
-        *table(
+        *case_table(
+            cases,
             [
-                "mechanism",
-                "step time",
-                "vs baseline [95% CI]",
-                "peak memory",
-                "vs baseline peak",
-                "gradients held",
-                "verdict",
-            ],
-            [
-                [
-                    code(r["mechanism"]),
-                    fmt_seconds(r.get("median_s")),
-                    ratio_ci(r),
-                    fmt_bytes(r.get("peak_memory_bytes")),
-                    fmt_ratio(r.get("peak_ratio")),
-                    fmt_bytes(r.get("grad_bytes")),
-                    verdict_label(r),
-                ]
-                for r in cases
+                ("mechanism", lambda r: code(r["mechanism"])),
+                *columns(
+                    "step time",
+                    "time ratio",
+                    "peak",
+                    "peak ratio",
+                    "gradients",
+                    "verdict",
+                    step_time="step time",
+                    time_ratio="vs baseline [95% CI]",
+                    peak_ratio="vs baseline peak",
+                ),
             ],
         ),
         "",
     ]
-    valid = candidates(cases)
-    if valid:
-        best = min(valid, key=lambda r: float(r["time_ratio"]))
+    best_set = equivalent_set(cases)
+    if best_set:
+        best = best_set[0]
         lines.append(
             f"The cheapest valid way to freeze X was `{best['mechanism']}`: "
             f"{fmt_seconds(best['median_s'])} per step, {fmt_ratio(best['time_ratio'])} of "
             f"the baseline's time "
             f"{fmt_interval(best.get('time_ratio_ci_low'), best.get('time_ratio_ci_high'))}, "
             f"peak memory {fmt_bytes(best['peak_memory_bytes'])} "
-            f"({fmt_ratio(best.get('peak_ratio'))} of the baseline's)." + ties_text(best, valid)
+            f"({fmt_ratio(best.get('peak_ratio'))} of the baseline's)"
+            + _equivalents(best_set)
+            + "."
         )
     elif validity_measured:
         lines.append("No mechanism was valid in this setup.")

@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import torch
 
-from ..registry import discover
-from ..spec import Case, CaseError
+from ..registry import Registry
+from ..spec import Case, CaseError, set_block_counter
 from .base import Built, Family
 
-__all__ = ["FAMILIES", "build", "family_size", "family_sizes", "get_family"]
+__all__ = ["FAMILIES", "build", "family_size", "family_sizes", "get_family", "num_blocks"]
 
-FAMILIES: dict[str, Family] = discover(__name__, Family)
+FAMILIES: Registry[Family] = Registry(__name__, Family, "model", CaseError)
+
+#: The family registered as a name; :class:`CaseError` naming the choices otherwise.
+get_family = FAMILIES.lookup
 
 
-def get_family(name: str) -> Family:
-    """The family registered as ``name``; :class:`CaseError` naming the choices otherwise."""
-    if name not in FAMILIES:
-        raise CaseError(f"model={name!r} is not one of: {', '.join(FAMILIES)}")
-    return FAMILIES[name]
+def num_blocks(case: Case) -> int:
+    """The number of freezable blocks of ``case``'s model, from its family's sizes."""
+    return get_family(case.model).num_blocks(case)
+
+
+# A Case counts its blocks through the families, which it does not import (they import it).
+set_block_counter(num_blocks)
 
 
 def family_size(case: Case, key: str) -> int | None:

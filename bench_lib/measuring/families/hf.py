@@ -40,7 +40,7 @@ __all__ = [
 INSTALL_HINT = 'pip install -e ".[models]"'
 #: transformers' attention implementation: ``sdpa`` (``scaled_dot_product_attention``), what
 #: users get by default. The FLOP counter has formulas for its CPU kernels (added in
-#: :mod:`bench_lib.measuring.cost`) and its CUDA ones (torch's own); a kernel without one would
+#: :mod:`bench_lib.measuring.flops`) and its CUDA ones (torch's own); a kernel without one would
 #: be listed in ``flops_uncounted_ops``. ``eager`` (``matmul`` and ``softmax``) counts the same
 #: products but is slower and holds the attention matrix.
 ATTENTION = "sdpa"

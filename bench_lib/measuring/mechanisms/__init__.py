@@ -2,22 +2,19 @@
 :data:`bench_lib.vocab.MECHANISMS`).
 
 Every module of this package is imported and each :class:`~.base.Mechanism` object it defines
-is registered: a mechanism joins by adding a module (or an object to one).
+is registered in :data:`REGISTRY`: a mechanism joins by adding a module (or an object to one).
 """
 
 from __future__ import annotations
 
-from ..registry import discover
+from ..registry import Registry
 from ..spec import CaseError
 from .base import FreezePlan, Mechanism, StepState
 
-__all__ = ["MECHANISMS", "FreezePlan", "Mechanism", "StepState", "get_mechanism"]
+__all__ = ["REGISTRY", "FreezePlan", "Mechanism", "StepState", "get_mechanism"]
 
-MECHANISMS: dict[str, Mechanism] = discover(__name__, Mechanism)
+#: The mechanism objects by name (their names are :data:`bench_lib.vocab.MECHANISMS`).
+REGISTRY: Registry[Mechanism] = Registry(__name__, Mechanism, "mechanism", CaseError)
 
-
-def get_mechanism(name: str) -> Mechanism:
-    """The mechanism registered as ``name``; :class:`CaseError` naming the choices otherwise."""
-    if name not in MECHANISMS:
-        raise CaseError(f"mechanism={name!r} is not one of: {', '.join(MECHANISMS)}")
-    return MECHANISMS[name]
+#: The mechanism registered as a name; :class:`CaseError` naming the choices otherwise.
+get_mechanism = REGISTRY.lookup

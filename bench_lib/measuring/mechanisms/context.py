@@ -20,7 +20,16 @@ from torch import Tensor, nn
 from ..spec import CaseError
 from .base import FreezePlan, Mechanism, Uninstall, uncovered_reason
 
-__all__ = ["ContextMechanism", "InferenceMode", "NoGrad", "clone_tensors", "wrap_forward"]
+__all__ = [
+    "Around",
+    "ContextMechanism",
+    "InferenceMode",
+    "NoGrad",
+    "clone_tensors",
+    "remove_all",
+    "under_context",
+    "wrap_forward",
+]
 
 ContextFactory = Callable[[], contextlib.AbstractContextManager[object]]
 
@@ -43,27 +52,35 @@ def clone_tensors(out: Any) -> Any:
     return out
 
 
-def wrap_forward(
-    module: nn.Module, context: ContextFactory, leave: Callable[[Any], Any]
-) -> Uninstall:
-    """Make ``module`` run its ``forward`` under ``context()`` and pass the result through
-    ``leave`` after the context is left. Returns the function that restores the plain forward.
+#: ``around(call, args, kwargs)``: run a module's own ``call(*args, **kwargs)`` its way.
+Around = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
+
+
+def wrap_forward(module: nn.Module, around: Around) -> Uninstall:
+    """Make ``module``'s ``forward`` go through ``around(call, args, kwargs)``, where ``call``
+    is the forward it had (the class's, or an instance-level wrapper installed earlier). Returns
+    the function that restores that forward. The one helper behind every forward wrapper: the
+    module-level mechanisms' (:func:`under_context`) and activation checkpointing's
+    (:mod:`bench_lib.measuring.effects.checkpoint`).
 
     The wrapper is an instance attribute that shadows the class's ``forward``; it holds the
     module only weakly, so that the module and the wrapper form no reference cycle. Wrappers on
-    one module must be removed in the reverse order of installation (``RuntimeError`` if not);
-    removing one twice does nothing.
+    one module must be removed in the reverse order of installation: removing one that another
+    wrapper was installed over raises ``RuntimeError`` (and leaves both in place: removing it
+    would silently drop the later one too); removing one twice, or after its module is gone,
+    does nothing.
     """
     ref = weakref.ref(module)
     shadowed = module.__dict__.get("forward")  # an instance-level forward installed earlier
     plain = type(module).forward
 
-    def forward(*args: Any, **kwargs: Any) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
         m = ref()
         assert m is not None, "a module's wrapper outlived its module"
-        with context():
-            out = shadowed(*args, **kwargs) if shadowed is not None else plain(m, *args, **kwargs)
-        return leave(out)
+        return shadowed(*args, **kwargs) if shadowed is not None else plain(m, *args, **kwargs)
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        return around(call, args, kwargs)
 
     module.__dict__["forward"] = forward
     removed = False
@@ -84,6 +101,28 @@ def wrap_forward(
     return uninstall
 
 
+def under_context(context: ContextFactory, leave: Callable[[Any], Any]) -> Around:
+    """An ``around`` for :func:`wrap_forward`: the forward runs under ``context()``, and its
+    result goes through ``leave`` after the context is left."""
+
+    def around(call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        with context():
+            out = call(*args, **kwargs)
+        return leave(out)
+
+    return around
+
+
+def remove_all(removers: list[Uninstall]) -> Uninstall:
+    """One function that removes every wrapper of ``removers`` in reverse order."""
+
+    def uninstall() -> None:
+        for remove in reversed(removers):
+            remove()
+
+    return uninstall
+
+
 class ContextMechanism(Mechanism):
     """Frozen block modules run under :meth:`context`; :meth:`leave` converts their output
     outside it. Only the unfrozen parameters go to the optimizer. Raises :class:`CaseError` for
@@ -100,13 +139,8 @@ class ContextMechanism(Mechanism):
     def install(self, plan: FreezePlan) -> Uninstall:
         if plan.uncovered():
             raise CaseError(uncovered_reason(self.name, plan.uncovered()))
-        removers = [wrap_forward(m, self.context, self.leave) for _, m in plan.frozen_modules()]
-
-        def uninstall() -> None:
-            for remove in reversed(removers):
-                remove()
-
-        return uninstall
+        around = under_context(self.context, self.leave)
+        return remove_all([wrap_forward(m, around) for _, m in plan.frozen_modules()])
 
 
 class NoGrad(ContextMechanism):

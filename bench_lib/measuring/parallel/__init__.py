@@ -1,6 +1,6 @@
 """Data-parallel cases on torch.distributed: a case on ``world`` worker processes.
 
-* :mod:`.setups`: the set-ups (DDP with its flags, FSDP2, FSDP1 with and without
+* :mod:`.strategies`: the strategies (DDP with its flags, FSDP2, FSDP1 with and without
   ``use_orig_params``), one object each in a registry keyed by the names of
   :data:`bench_lib.vocab.PARALLEL`: how a rank's model is wrapped, which parameters its optimizer
   gets, and which slice of each gradient the rank holds;
@@ -12,7 +12,7 @@
   batch;
 * :mod:`.worker`: what a worker process runs: it joins the process group and serves the
   coordinator's commands until told to stop;
-* :mod:`.launcher`: the coordinator's side, :class:`~.launcher.TorchLauncher`, one of the
+* :mod:`.coordinator`: the coordinator's side, :class:`~.coordinator.TorchLauncher`, one of the
   launchers of :mod:`bench_lib.measuring.launcher`: it starts the workers with torch's own
   launcher (``torch.multiprocessing.start_processes``), drives each step of all ranks, and
   leaves no process and no port behind.

@@ -4,15 +4,15 @@ The verdicts are those of :mod:`bench_lib.measuring.verify`, against a single-pr
 on the *global* batch. Each rank builds a fresh workload of the case and runs
 :data:`~bench_lib.measuring.verify.CHECK_STEPS` steps, each on its own batch of a global batch
 drawn anew per step. Before each step every rank gathers the case's full parameters and buffers
-(:meth:`~.setups.base.Setup.full_state`: torch's ``get_model_state_dict(...,
+(:meth:`~.strategies.base.Strategy.full_state`: torch's ``get_model_state_dict(...,
 full_state_dict=True)`` under FSDP, the module's own state dict under DDP),
 loads them into a plain model (the baseline's, nothing frozen, in the case's train/eval modes)
 and back-propagates the global batch through it: the gradients the parameters meant to train
 should get, since DDP and FSDP average the ranks' gradients of a mean loss.
 
 * After the case's backward, each rank compares what it holds of each trainable gradient with
-  the same slice of the reference (:meth:`~.setups.base.Setup.grad_pieces`): the whole gradient
-  under DDP, its shard under FSDP. ``graph_cut`` and ``grad_mismatch`` as in one process.
+  the same slice of the reference (:meth:`~.strategies.base.Strategy.grad_pieces`): the whole
+  gradient under DDP, its shard under FSDP. ``graph_cut`` and ``grad_mismatch`` as in one process.
 * Under DDP every rank holds every gradient, and the ranks must agree: a max and a min
   all-reduce of the gradients must be equal (else ``grad_mismatch``, naming the disagreement).
 * After the optimizer step, the full state is gathered again: a frozen parameter or buffer that
@@ -39,7 +39,7 @@ from ..mechanisms import FreezePlan
 from ..spec import Case
 from ..training import freeze_plan
 from ..verify import BATCH_SEED, CHECK_STEPS, GRAD_RTOL, Findings, Verdict, rel_err, verdict
-from .setups import GradPiece, param_names
+from .strategies import GradPiece, param_names
 from .workload import build_rank_workload, concat_batches, rank_batch
 
 __all__ = ["check_rank"]
@@ -93,7 +93,7 @@ def _moved(
 
 def _check(case: Case, rank: int, steps: int) -> Verdict:
     rw = build_rank_workload(case, rank, case.seed + 1)
-    w, setup = rw.workload, rw.setup
+    w, setup = rw.workload, rw.strategy
     for _ in range(w.mechanism.warm_steps):
         w.step()
     built, ref = _reference(case)

@@ -13,9 +13,14 @@ command             what the rank does (every rank at once; collectives keep the
 ``check``           the validity check (:mod:`.check`): a verdict
 ``build``           build the case's workload: its BuildInfo
 ``step``            one training step of the case
+``watch_start``     start the case's effects' watch (:class:`~..effects.Watch`)
+``watch_stop``      stop it: this rank's counts by axis (compile: frames, breaks, recompiles)
 ``build_baseline``  build the baseline twin (same set-up and world, nothing frozen)
 ``baseline_step``   one step of the twin
 ``flops``           FLOPs of a step of the case and of the twin; then drop the twin
+``build_axis_twin`` build the axis twin (a case dict: step axes off): its calibration steps
+``axis_twin_step``  one step of the axis twin
+``drop_axis_twin``  drop the axis twin
 ``phases``          phase times over N instrumented steps
 ``memory``          this rank's peak memory of one step
 ``bytes``           bytes by category
@@ -23,8 +28,10 @@ command             what the rank does (every rank at once; collectives keep the
 ``stop``            leave the process group and exit
 ==================  ============================================================================
 
-The worker exits when told to stop or when its pipe closes (the coordinator is gone); torch's
-launcher also has it signalled if the coordinator dies.
+The commands run inside the case's effects' scope (:func:`~..effects.case_scope`: a compiled
+case's dynamo reset and recompile limit), as the pytest process's do. The worker exits when
+told to stop or when its pipe closes (the coordinator is gone); torch's launcher also has it
+signalled if the coordinator dies.
 """
 
 from __future__ import annotations
@@ -41,13 +48,13 @@ import psutil
 import torch
 import torch.distributed as dist
 
-from .. import cost, memory, phases
-from ..launcher import BuildInfo, calibration_steps
+from .. import adapters, effects, flops, memory, phases
+from ..caserun import BuildInfo, calibration_steps
 from ..spec import Case
 from ..training import Workload
 from . import collectives
 from .check import check_rank
-from .setups.ddp import Ddp
+from .strategies.ddp import Ddp
 from .workload import RankWorkload, build_rank_workload, rank_device
 
 __all__ = ["Rank", "one_line", "serve"]
@@ -60,7 +67,7 @@ def one_line(e: BaseException) -> str:
 
 
 class Rank:
-    """One rank's state for one case: its workload and the baseline twin."""
+    """One rank's state for one case: its workload, the baseline and axis twins, the watch."""
 
     def __init__(self, case: Case, rank: int) -> None:
         self.case = case
@@ -68,6 +75,8 @@ class Rank:
         self.device = rank_device(case.device, rank)
         self._case: RankWorkload | None = None
         self._base: Workload | None = None
+        self._twin: Workload | None = None
+        self._watch = effects.Watch(case)
 
     @property
     def w(self) -> Workload:
@@ -79,9 +88,14 @@ class Rank:
             "check": lambda _: check_rank(self.case, self.rank),
             "build": lambda _: self.build(),
             "step": lambda _: self.w.step(),
+            "watch_start": lambda _: self._watch.start(),
+            "watch_stop": lambda _: self._watch.stop(),
             "build_baseline": lambda _: self.build_baseline(),
             "baseline_step": lambda _: self.baseline_step(),
-            "flops": lambda _: self.flops(),
+            "flops": lambda _: self.count_flops(),
+            "build_axis_twin": lambda twin: self.build_axis_twin(Case.from_dict(twin)),
+            "axis_twin_step": lambda _: self.axis_twin_step(),
+            "drop_axis_twin": lambda _: self.drop_axis_twin(),
             "phases": lambda reps: phases.measure_phases(self.w, reps),
             "memory": lambda _: self.memory(),
             "bytes": lambda _: memory.measure_bytes_by_category(self.w),
@@ -97,6 +111,7 @@ class Rank:
             frozen_params=self._case.frozen_params,
             warm_steps=self.w.mechanism.warm_steps,
             calibration_steps=calibration_steps(self.w),
+            adapter_params=adapters.adapter_param_count(self.w.plan),
         )
 
     def build_baseline(self) -> None:
@@ -108,12 +123,24 @@ class Rank:
         assert self._base is not None, "build_baseline first"
         self._base.step()
 
-    def flops(self) -> tuple[cost.StepFlops, int]:
+    def build_axis_twin(self, twin: Case) -> int:
+        self._twin = build_rank_workload(twin, self.rank, self.case.seed + 1).workload
+        return calibration_steps(self._twin)
+
+    def axis_twin_step(self) -> None:
+        assert self._twin is not None, "build_axis_twin first"
+        self._twin.step()
+
+    def drop_axis_twin(self) -> None:
+        self._twin = None
+        gc.collect()
+
+    def count_flops(self) -> tuple[flops.StepFlops, int]:
         assert self._base is not None, "build_baseline first"
-        base = cost.count_step_flops(self._base).total
+        base = flops.count_step_flops(self._base).total
         self._base = None
         gc.collect()
-        return cost.count_step_flops(self.w), base
+        return flops.count_step_flops(self.w), base
 
     def memory(self) -> dict[str, Any]:
         """This rank's peak: everything the worker holds when the step starts (it holds nothing
@@ -140,7 +167,7 @@ class Rank:
 
     def _bucket_bytes(self) -> int:
         """Bytes of DDP's bucket buffers, from the hook's count of one step (0 for FSDP)."""
-        if self._case is None or not isinstance(self._case.setup, Ddp):
+        if self._case is None or not isinstance(self._case.strategy, Ddp):
             return 0
         collectives.COUNTER.reset()
         self.w.step()
@@ -150,7 +177,7 @@ class Rank:
         collectives.COUNTER.reset()
         self.w.step()
         counted = collectives.COUNTER
-        ddp = self._case is not None and isinstance(self._case.setup, Ddp)
+        ddp = self._case is not None and isinstance(self._case.strategy, Ddp)
         return {"comm_bytes": counted.bytes, "ddp_buckets": counted.buckets if ddp else None}
 
 
@@ -196,21 +223,27 @@ def serve(
     conn.send(("ok", os.getpid()))
     handlers = state.handlers()
     try:
-        while True:
-            try:
-                command, arg = conn.recv()
-            except EOFError:  # the coordinator is gone
-                break
-            if command == "stop":
-                conn.send(("ok", None))
-                break
-            try:
-                result = handlers[command](arg)
-            except Exception as e:
-                conn.send(("error", f"rank {rank}: {one_line(e)}"))
-            else:
-                conn.send(("ok", result))
+        with effects.case_scope(case):
+            _answer(conn, rank, handlers)
     finally:
         del state, handlers
         gc.collect()
         dist.destroy_process_group()
+
+
+def _answer(conn: Connection, rank: int, handlers: dict[str, Callable[[Any], Any]]) -> None:
+    """Answer the coordinator's commands until ``stop`` or until its pipe closes."""
+    while True:
+        try:
+            command, arg = conn.recv()
+        except EOFError:  # the coordinator is gone
+            return
+        if command == "stop":
+            conn.send(("ok", None))
+            return
+        try:
+            result = handlers[command](arg)
+        except Exception as e:
+            conn.send(("error", f"rank {rank}: {one_line(e)}"))
+        else:
+            conn.send(("ok", result))

@@ -15,13 +15,12 @@ from typing import cast
 
 import torch
 
-from .. import devices, families
+from .. import devices
+from ..effects import StepEffects
 from ..families.base import Batch, Built, Inputs, inputs_to
-from ..mechanisms import get_mechanism
 from ..spec import Case
-from ..training import Workload, build_optimizer, freeze_plan
-from ..variants import StepVariant
-from .setups import Setup, get_setup, param_names
+from ..training import Workload, build_optimizer, prepare
+from .strategies import Strategy, get_strategy, param_names
 
 __all__ = [
     "RankWorkload",
@@ -79,35 +78,31 @@ def concat_batches(batches: list[Batch]) -> Batch:
 @dataclass
 class RankWorkload:
     """A rank's :class:`~bench_lib.measuring.training.Workload` (whose ``wrapper`` the step
-    calls), its set-up, and the parameter counts before wrapping (elements)."""
+    calls), its strategy, and the parameter counts before wrapping (elements)."""
 
     workload: Workload
-    setup: Setup
+    strategy: Strategy
     trainable_params: int
     frozen_params: int
 
 
 def build_rank_workload(case: Case, rank: int, batch_seed: int) -> RankWorkload:
-    """Build ``case``'s workload on ``rank`` (the process group is up): model, mechanism,
-    frozen mode, set-up wrapper, optimizer, and the rank's batch of the global batch seeded
-    ``batch_seed``. Raises what the set-up raises when it refuses the model."""
-    setup = get_setup(case.parallel)
+    """Build ``case``'s workload on ``rank`` (the process group is up): model, effects,
+    mechanism, frozen mode (:func:`~bench_lib.measuring.training.prepare`, as in one process),
+    the strategy's wrapper, optimizer, and the rank's batch of the global batch seeded
+    ``batch_seed``. Raises what the strategy raises when it refuses the model."""
+    strategy = get_strategy(case.parallel)
     device = rank_device(case.device, rank)
     devices.pin_threads(case.threads)
-    built = families.build(case)
-    plan = freeze_plan(case, built)
-    mechanism = get_mechanism(case.mechanism)
-    trainable = mechanism.prepare(plan)
+    built, plan, mechanism, trainable, uninstall = prepare(case)
     names = param_names(built.model)
     wanted = {names[id(p)] for p in trainable}
     counts = (
         sum(p.numel() for p in plan.trainable_params()),
         sum(p.numel() for p in plan.frozen_params()),
     )
-    uninstall = mechanism.install(plan)
-    plan.set_mode(case.frozen_mode)
-    wrapper = setup.wrap(built, device)
-    params = setup.optimizer_params(built, wrapper, wanted)
+    wrapper = strategy.wrap(built, device)
+    params = strategy.optimizer_params(built, wrapper, wanted)
     optimizer = build_optimizer(case.optimizer, params)
     x, y = rank_batch(case, built, batch_seed, rank)
     dtype = getattr(torch, case.dtype)
@@ -123,6 +118,6 @@ def build_rank_workload(case: Case, rank: int, batch_seed: int) -> RankWorkload:
         device,
         uninstall,
         wrapper=wrapper,
-        variant=StepVariant(case, device),
+        effects=StepEffects(case, device),
     )
-    return RankWorkload(w, setup, *counts)
+    return RankWorkload(w, strategy, *counts)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ...families.base import Built
-from .base import GradPiece, Setup
+from .base import GradPiece, Strategy
 
 __all__ = ["Fsdp1", "Fsdp2", "clean_name"]
 
@@ -37,7 +37,7 @@ def _block_modules(built: Built) -> list[list[nn.Module]]:
     return [[built.model.get_submodule(n) for n in block] for block in built.blocks]
 
 
-class Fsdp2(Setup):
+class Fsdp2(Strategy):
     name = "fsdp"
     doc = "FSDP2: fully_shard on every block, then on the root"
 
@@ -74,7 +74,7 @@ class Fsdp2(Setup):
         return pieces
 
 
-class Fsdp1(Setup):
+class Fsdp1(Strategy):
     """``FullyShardedDataParallel`` with every block its own unit (``lambda_auto_wrap_policy``)
     and the root holding the rest."""
 

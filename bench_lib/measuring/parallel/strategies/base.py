@@ -1,16 +1,16 @@
-"""The set-up interface: how a rank's model is wrapped for data parallelism.
+"""The strategy interface: how a rank's model is wrapped for data parallelism.
 
-A :class:`Setup` acts on a model that is already built from the case (identically seeded on
+A :class:`Strategy` acts on a model that is already built from the case (identically seeded on
 every rank), frozen by its mechanism (``requires_grad`` flags set, ``no_grad`` wrappers on the
 frozen blocks) and in its train/eval modes, exactly as a user's code would have it before
 handing it to DDP or FSDP. It gives:
 
-* :meth:`Setup.wrap`: the wrapped model (in place for FSDP2; DDP and FSDP1 return their wrapper,
+* :meth:`Strategy.wrap`: the wrapped model (in place for FSDP2; DDP and FSDP1 return their wrapper,
   which the step calls);
-* :meth:`Setup.optimizer_params`: the parameters the optimizer gets, after wrapping, for the
+* :meth:`Strategy.optimizer_params`: the parameters the optimizer gets, after wrapping, for the
   parameter names the mechanism meant it to get (FSDP replaces parameters: DTensors, flat
   parameters);
-* :meth:`Setup.grad_pieces`: what this rank holds of each trainable parameter's gradient after
+* :meth:`Strategy.grad_pieces`: what this rank holds of each trainable parameter's gradient after
   backward, beside the same slice of a reference gradient (the whole gradient under DDP, this
   rank's shard under FSDP), for the validity check.
 
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ...families.base import Built
 
-__all__ = ["GradPiece", "Setup", "param_names"]
+__all__ = ["GradPiece", "Strategy", "param_names"]
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,8 @@ def param_names(model: nn.Module) -> dict[int, str]:
     return {id(p): n for n, p in model.named_parameters()}
 
 
-class Setup:
-    """One data-parallel set-up. Subclasses set ``name`` (a value of
+class Strategy:
+    """One data-parallel strategy. Subclasses set ``name`` (a value of
     :data:`bench_lib.vocab.PARALLEL`) and ``doc``, and implement the three methods."""
 
     name: str

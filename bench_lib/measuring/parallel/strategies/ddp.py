@@ -20,12 +20,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ...families.base import Built
 from .. import collectives
-from .base import GradPiece, Setup
+from .base import GradPiece, Strategy
 
 __all__ = ["Ddp"]
 
 
-class Ddp(Setup):
+class Ddp(Strategy):
     """``DistributedDataParallel(model, **flags)`` with the counting communication hook."""
 
     replicated = True

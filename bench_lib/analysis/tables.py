@@ -1,5 +1,7 @@
 """The "Results by model family" section: per setup, an overview table of time ratios with the
-best valid mechanism, every case in detail, why the invalid ones are invalid, and the figures."""
+cheapest valid set (:func:`~bench_lib.analysis.ranking.equivalent_set`), every case in detail,
+why the invalid ones are invalid, and the figures. (Named for the tables it writes; the model
+families themselves live in :mod:`bench_lib.measuring.families`.)"""
 
 from __future__ import annotations
 
@@ -13,7 +15,10 @@ from . import plots
 from .format import (
     NOT_MEASURED,
     VERDICT_MEANINGS,
+    CaseColumn,
     Row,
+    case_table,
+    caveat,
     fmt_bytes,
     fmt_ratio,
     fmt_seconds,
@@ -21,29 +26,63 @@ from .format import (
     table,
     verdict_label,
 )
-from .ranking import candidates, is_trap, tied, trap_notes
+from .ranking import equivalent_set, is_trap, remedy, set_text, trap_notes
 from .results import has_adapter, is_missing, mechanism_order, pattern_label_order
 from .setups import blocks, setup_columns, setup_slug, setup_title, setups
 
-__all__ = ["best_valid", "families", "overview_cell", "setup_tables"]
+__all__ = ["CASE_COLUMNS", "best_valid", "families", "overview_cell", "setup_tables"]
+
+#: The every-case table's columns (the seed and LoRA sections pick theirs from the same).
+CASE_COLUMNS: dict[str, CaseColumn] = {
+    "depth": ("depth", lambda r: r["depth"]),
+    "pattern": ("pattern", lambda r: r["pattern_label"]),
+    "mechanism": (
+        "mechanism",
+        lambda r: "baseline" if r["mechanism"] == "none" else r["mechanism"],
+    ),
+    "step time": ("step time (median)", lambda r: fmt_seconds(r.get("median_s"))),
+    "time ratio": ("time ratio [95% CI]", ratio_ci),
+    "peak": ("peak memory", lambda r: fmt_bytes(r.get("peak_memory_bytes"))),
+    "peak ratio": ("peak vs baseline", lambda r: fmt_ratio(r.get("peak_ratio"))),
+    "gradients": ("gradients held", lambda r: fmt_bytes(r.get("grad_bytes"))),
+    "optimizer state": ("optimizer state", lambda r: fmt_bytes(r.get("optimizer_state_bytes"))),
+    "saved": ("saved activations", lambda r: fmt_bytes(r.get("saved_activation_bytes"))),
+    "flops ratio": ("FLOP ratio", lambda r: fmt_ratio(r.get("flops_ratio"))),
+    "verdict": ("verdict", verdict_label),
+}
 
 
-def best_valid(cells: dict[str, Row]) -> str:
-    """The fastest valid mechanism of one (depth, pattern) row, and those tied with it (their
-    intervals overlap its own). Invalid, unmeasured and trap mechanisms are never candidates."""
-    valid = {str(r["mechanism"]): r for r in candidates(cells.values())}
-    if not valid:
-        known = any(r["validity"] in ("valid", "invalid") for r in cells.values())
-        return "none valid" if known else f"— (validity {NOT_MEASURED})"
-    best_m = min(valid, key=lambda m: float(valid[m]["time_ratio"]))
-    best = valid[best_m]
-    ties = tied(best, list(valid.values()))
-    text = f"{best_m} ({fmt_ratio(best['time_ratio'])})"
-    return text + (f"; tied: {', '.join(ties)}" if ties else "")
+def columns(*names: str, **renamed: str) -> list[CaseColumn]:
+    """:data:`CASE_COLUMNS` by name, with headers renamed by keyword (spaces as ``_``)."""
+    out = []
+    for name in names:
+        header, render = CASE_COLUMNS[name]
+        out.append((renamed.get(name.replace(" ", "_"), header), render))
+    return out
+
+
+def best_valid(cells: dict[str, Row], cure: list[Row] | None = None) -> str:
+    """The cheapest valid set of one decision group (one depth and frozen setting), cheapest
+    first by peak memory then FLOPs: ``requires_grad = no_grad (0.68×)``. Invalid, unmeasured
+    and trap mechanisms are never candidates. When none is valid for a reason with a known cure
+    (:data:`~bench_lib.analysis.ranking.REMEDIES`), the cure and its set in ``cure`` (the
+    group's cases that measure it) are named."""
+    best = equivalent_set(cells.values())
+    if best:
+        return set_text(best)
+    known = any(r["validity"] in ("valid", "invalid") for r in cells.values())
+    if not known:
+        return f"— (validity {NOT_MEASURED})"
+    fix = remedy(cells.values())
+    if fix is None:
+        return "none valid"
+    cured = equivalent_set(fix.cases(cure or []))
+    return f"none valid; {fix.cure}: " + (set_text(cured) if cured else NOT_MEASURED)
 
 
 def overview_cell(row: Row | None) -> str:
-    """``0.62×``, ``✗ 0.70× graph_cut``, ``0.68× (trap)`` (valid by luck) or ``failed: oom``."""
+    """``0.62×``, ``0.62× (rounding drift ~1e-8/step)`` (valid with a caveat), ``✗ 0.70×
+    graph_cut``, ``0.68× (trap)`` (valid by luck) or ``failed: oom``."""
     if row is None:
         return "—"
     if row["validity"] == "failed":
@@ -53,7 +92,8 @@ def overview_cell(row: Row | None) -> str:
         return f"✗ {text} {row.get('verdict') or 'invalid'}"
     if row["validity"] == "valid" and is_trap(row["mechanism"]):
         return f"{text} (trap)"
-    return text
+    note = caveat(row)
+    return f"{text} ({note})" if note else text
 
 
 def setup_tables(rows: list[Row]) -> list[str]:
@@ -67,16 +107,33 @@ def setup_tables(rows: list[Row]) -> list[str]:
         keys.setdefault(key, {})[str(r["mechanism"])] = r
     labels = pattern_label_order(rows)
     ordered = sorted(keys, key=lambda k: (k[0], labels.index(k[1])))
-    lines = ["Time ratio to the baseline per mechanism (✗: invalid, never ranked):", ""]
+    lines = [
+        "Time ratio to the baseline per mechanism (✗: invalid, never ranked). The cheapest valid "
+        "set holds every valid mechanism whose interval overlaps the fastest's, cheapest first "
+        "by peak memory, then FLOPs:",
+        "",
+    ]
+
+    def cure(key: tuple[Any, ...]) -> list[Row]:
+        """The cases of the same depth and frozen blocks in other frozen modes."""
+        pattern = next(iter(keys[key].values()))["pattern"]
+        return [
+            r
+            for k, cells in keys.items()
+            if k[0] == key[0] and k[2] == key[2] and k != key
+            for r in cells.values()
+            if r["pattern"] == pattern
+        ]
+
     lines += table(
-        ["depth", "pattern", "frozen blocks", *mechanisms, "best valid mechanism"],
+        ["depth", "pattern", "frozen blocks", *mechanisms, "cheapest valid set"],
         [
             [
                 k[0],
                 k[1],
                 k[2],
                 *(overview_cell(keys[k].get(m)) for m in mechanisms),
-                best_valid(keys[k]),
+                best_valid(keys[k], cure(k)),
             ]
             for k in ordered
         ],
@@ -94,32 +151,19 @@ def setup_tables(rows: list[Row]) -> list[str]:
             all_mechanisms.index(str(r["mechanism"])),
         ),
     )
-    lines += table(
-        [
+    lines += case_table(
+        detail,
+        columns(
             "depth",
             "pattern",
             "mechanism",
-            "step time (median)",
-            "time ratio [95% CI]",
-            "peak memory",
-            "peak vs baseline",
-            "FLOP ratio",
+            "step time",
+            "time ratio",
+            "peak",
+            "peak ratio",
+            "flops ratio",
             "verdict",
-        ],
-        [
-            [
-                r["depth"],
-                r["pattern_label"],
-                "baseline" if r["mechanism"] == "none" else r["mechanism"],
-                fmt_seconds(r.get("median_s")),
-                ratio_ci(r),
-                fmt_bytes(r.get("peak_memory_bytes")),
-                fmt_ratio(r.get("peak_ratio")),
-                fmt_ratio(r.get("flops_ratio")),
-                verdict_label(r),
-            ]
-            for r in detail
-        ],
+        ),
     )
     invalid = [
         r for r in detail if r["validity"] == "invalid" and not is_missing(r.get("verdict_detail"))
@@ -184,8 +228,9 @@ def families(frame: pd.DataFrame) -> tuple[list[str], dict[str, Figure]]:
     seen += sorted({str(v) for v in frame["verdict"].dropna()} - set(VERDICT_MEANINGS))
     if seen:
         lines += ["Verdicts in this run:", ""]
+        valid = set(frame.loc[frame["validity"] == "valid", "verdict"].dropna())
         lines += [
-            f"- {'✓' if v == 'ok' else '✗'} `{v}`: {VERDICT_MEANINGS.get(v, 'see verdict_detail')}"
+            f"- {'✓' if v in valid else '✗'} `{v}`: {VERDICT_MEANINGS.get(v, 'see verdict_detail')}"
             for v in seen
         ]
         lines.append("")

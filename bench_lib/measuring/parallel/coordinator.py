@@ -50,10 +50,10 @@ import torch.distributed as dist
 from torch.multiprocessing.spawn import start_processes
 
 from ..budget import Budget
-from ..cost import StepFlops
-from ..costmodel import DEFAULT_MODELS
+from ..caserun import CALIBRATION_STEPS, BuildInfo, CaseRun, Launcher, time_first_steps
 from ..devices import DeviceUnavailable, cuda_unavailable_reason
-from ..launcher import CALIBRATION_STEPS, BuildInfo, CaseRun, Launcher, time_first_steps
+from ..estimate import DEFAULT_MODELS
+from ..flops import StepFlops
 from ..memory import ByteCounts
 from ..phases import PhaseTimes
 from ..spec import Case
@@ -299,7 +299,28 @@ class TorchRun(CaseRun):
         self._call("baseline_step")
 
     def calibrate(self) -> float:
-        return time_first_steps(self._step, self._calibration_steps)[0]
+        step_s, self.compile_s = time_first_steps(self._step, self._calibration_steps)
+        return step_s
+
+    def start_watch(self) -> None:
+        self._call("watch_start")
+
+    def stop_watch(self) -> list[dict[str, dict[str, Any]]]:
+        # Every rank's counts: the effects' watch_record says what the record keeps of them.
+        counts: list[dict[str, dict[str, Any]]] = self._call("watch_stop")
+        return counts
+
+    def _axis_twin_step(self) -> None:
+        self._call("axis_twin_step")
+
+    def build_axis_twin(self, twin: Case) -> Callable[[], None]:
+        steps: int = self._call("build_axis_twin", twin.to_dict())[0]  # its calibration steps
+        for _ in range(steps):
+            self._axis_twin_step()
+        return self._axis_twin_step
+
+    def drop_axis_twin(self) -> None:
+        self._call("drop_axis_twin")
 
     @property
     def step(self) -> Callable[[], None]:

@@ -1,0 +1,316 @@
+"""The work of a freeze-bench pytest session, free of pytest: the ``--bench-*`` options (derived
+from the axis table), the plan (profile, filters, skips, budget, shards, time estimate), the
+journal and resume, the JSON additions and the terminal summary.
+
+``conftest.py`` holds only the pytest hooks, each a few lines that call into this module (as
+pytest-benchmark splits ``plugin.py`` and ``session.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..axes import AXES
+from ..journal import Journal, JournalError, read_journal
+from . import env
+from .budget import Budget
+from .devices import cuda_unavailable_reason
+from .estimate import load_measured_seconds, model_for
+from .spec import Case, CaseError
+from .sweep import PROFILES, Filters, Skip, generate, parse_ints, parse_list, plan_shards, shard
+
+__all__ = [
+    "FOLDED_WHY",
+    "OPTIONS",
+    "Option",
+    "Plan",
+    "Session",
+    "journal_path",
+    "make_plan",
+    "options_markdown",
+]
+
+#: ``getoption(name)``: an option's value (pytest's ``config.getoption``).
+GetOption = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``--bench-*`` command-line option."""
+
+    name: str
+    help: str
+    metavar: str = "LIST"
+    flag: bool = False
+
+
+def _axis_options() -> list[Option]:
+    out = []
+    for a in AXES.values():
+        if not a.option:
+            continue
+        hint = f" ({', '.join(a.values)})" if a.kind == "choice" else ""
+        what = "" if a.kind == "text" else "comma list of "
+        out.append(Option(a.option, f"{what}{a.doc}{hint}", a.metavar))
+    return out
+
+
+#: Every option: one per axis that declares one (:mod:`bench_lib.axes`), then the run's own.
+OPTIONS: list[Option] = [
+    Option("--bench-profile", "profile: " + ", ".join(
+        f"{k} ({p.description})" for k, p in PROFILES.items()), "NAME"),
+    *_axis_options(),
+    Option("--bench-blocks", "explicit frozen block indices, e.g. 1,3 (pattern 'explicit')"),
+    Option("--bench-shard", "run shard I of N (0-based); a case stays with its baseline", "I/N"),
+    Option("--bench-pairs", "interleaved baseline/case pairs per case (the profile's by default)",
+           "N"),
+    Option("--bench-time", "target seconds of timed rounds per case (the profile's by default)",
+           "SECONDS"),
+    Option("--bench-journal", "append every finished case to this JSON-lines file at once "
+           "(default: BENCHMARK_JSON.journal.jsonl when --benchmark-json is given)", "PATH"),
+    Option("--bench-resume", "skip cases already in the journal and carry their results into "
+           "the JSON", flag=True),
+    Option("--bench-costs", "a JSON or journal of an earlier run: fit the cost model that "
+           "balances --bench-shard (and estimates the run's time) to its measured per-case "
+           "seconds", "PATH"),
+    Option("--bench-smoke", "smoke mode: the verdict and two timed steps per case, no memory, "
+           "FLOP or phase passes", flag=True),
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Plan:
+    profile: str
+    folded: int
+    cases: list[Case]
+    skips: list[Skip]
+    budget: Budget
+    cuda_reason: str | None
+    #: One line: the planned cases' estimated seconds, the cost model's source, and for a shard
+    #: every shard's estimate and the imbalance left.
+    estimate: str
+
+
+FOLDED_WHY = (
+    "pattern 'none' with a freeze mechanism, or a frozen pattern with mechanism 'none', is the "
+    "baseline: measured once per group, not once per combination"
+)
+
+
+def filters_from(get: GetOption) -> Filters:
+    """The command line's axis filters, each parsed by its axis's kind."""
+    kw: dict[str, Any] = {}
+    for a in AXES.values():
+        if not a.option or (text := get(a.option)) is None:
+            continue
+        key = a.grid or a.name
+        if a.kind == "text":
+            if not text.strip():
+                raise CaseError(f"{a.option}='' is empty; give {a.metavar}")
+            kw[key] = text.strip()
+        elif a.kind == "choice":
+            kw[key] = parse_list(a.option, text, a.values)
+        elif a.kind == "int":
+            kw[key] = parse_ints(a.option, text, minimum=a.minimum)
+        else:
+            kw[key] = parse_list(a.option, text)
+    if (text := get("--bench-blocks")) is not None:
+        kw["blocks"] = parse_ints("--bench-blocks", text, minimum=0)
+    return Filters(**kw)
+
+
+def budget_from(get: GetOption, budget: Budget) -> Budget:
+    if (text := get("--bench-pairs")) is not None:
+        budget = replace(budget, ratio_pairs=parse_ints("--bench-pairs", text)[0])
+    if (text := get("--bench-time")) is not None:
+        try:
+            seconds = float(text)
+        except ValueError:
+            raise CaseError(f"--bench-time={text!r} is not a number of seconds") from None
+        if not seconds > 0:
+            raise CaseError(f"--bench-time={text!r} must be > 0")
+        budget = replace(budget, target_time_s=seconds)
+    if get("--bench-smoke"):
+        budget = replace(budget, smoke=True)
+    return budget
+
+
+def make_plan(get: GetOption) -> Plan:
+    """The run's plan from its options; raises :class:`CaseError` for bad input."""
+    name = get("--bench-profile")
+    if name not in PROFILES:
+        raise CaseError(f"--bench-profile={name!r} is not one of: {', '.join(PROFILES)}")
+    profile = PROFILES[name]
+    sweep = generate(profile, filters_from(get))
+    cases, skips = sweep.cases, sweep.skips
+    budget = budget_from(get, profile.budget)
+    costs = get("--bench-costs")
+    model, seconds = model_for(cases, budget, load_measured_seconds(costs) if costs else None)
+    estimate = f"estimated {sum(seconds.values()):.0f} s for {len(cases)} cases ({model.source})"
+    if (text := get("--bench-shard")) is not None:
+        try:
+            i, n = (int(x) for x in text.split("/"))
+        except ValueError:
+            raise CaseError(f"--bench-shard={text!r} must look like I/N, e.g. 0/4") from None
+        cases = shard(cases, i, n, seconds)
+        loads = plan_shards(sweep.cases, n, seconds)
+        estimate = (
+            f"shard {i}/{n}: {len(cases)} cases, estimated {loads.loads[i]:.0f} s; all shards "
+            f"{', '.join(f'{x:.0f}' for x in loads.loads)} s, imbalance "
+            f"{loads.imbalance:.0%} ({model.source})"
+        )
+    if not cases and not skips:
+        raise CaseError("these --bench-* options select no case at all")
+    needs_cuda = any(c.device == "cuda" for c in cases)
+    return Plan(
+        name,
+        len(sweep.folded),
+        cases,
+        skips,
+        budget,
+        cuda_unavailable_reason() if needs_cuda else None,
+        estimate,
+    )
+
+
+def journal_path(get: GetOption, benchmark_json: Any) -> Path | None:
+    """``--bench-journal``, else ``BENCHMARK_JSON.journal.jsonl`` (``benchmark_json`` is
+    pytest-benchmark's option: a Path from 5.3 on, an open file before), else ``None``."""
+    if (path := get("--bench-journal")) is not None:
+        return Path(path)
+    if benchmark_json is None:
+        return None
+    name = (
+        benchmark_json
+        if isinstance(benchmark_json, (str, os.PathLike))
+        else getattr(benchmark_json, "name", None)
+    )
+    return Path(f"{os.fspath(name)}.journal.jsonl") if name is not None else None
+
+
+class Session:
+    """Per-run state: the plan, the journal, the skips and failures seen."""
+
+    def __init__(self, plan: Plan, journal_path: Path | None, resume: bool) -> None:
+        self.plan = plan
+        self.journal_path = journal_path
+        self.resume = resume
+        self.journal: Journal | None = None
+        self.resumed: list[dict[str, Any]] = []
+        self.skipped: list[dict[str, str]] = []
+        self.failed: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = []
+        if resume:
+            if journal_path is None:
+                raise CaseError(
+                    "--bench-resume needs a journal: --bench-journal or --benchmark-json"
+                )
+            if journal_path.exists():
+                try:
+                    entries = read_journal(journal_path).entries
+                except (JournalError, OSError) as e:
+                    raise CaseError(f"--bench-resume: {e}") from None
+                # Carry over only this run's cases: a journal written with other options may
+                # hold cases this run does not plan.
+                planned = {c.id for c in plan.cases}
+                self.resumed = [e for e in entries if e["extra_info"].get("case_id") in planned]
+
+    def done(self) -> set[str]:
+        """The ids of the cases already in the journal (resumed: not run again)."""
+        return {str(e["extra_info"]["case_id"]) for e in self.resumed}
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "profile": self.plan.profile,
+            "budget": vars(self.plan.budget),
+            "cases_planned": len(self.plan.cases),
+            "combinations_folded": self.plan.folded,
+            "combinations_folded_why": FOLDED_WHY,
+            "cuda_unavailable_reason": self.plan.cuda_reason,
+            "estimate": self.plan.estimate,
+        }
+
+    def start(self, machine_info: dict[str, Any] | None) -> None:
+        """Open the journal, with the run's header."""
+        if self.journal_path is None:
+            return
+        header = {
+            "machine_info": machine_info if machine_info is not None else env.machine_info(),
+            "datetime": datetime.now(timezone.utc).isoformat(),
+            "freeze_bench": self.summary(),
+        }
+        self.journal = Journal(self.journal_path, header, resume=self.resume)
+
+    def add_record(self, case: Case, record: dict[str, Any], entry: dict[str, Any] | None) -> None:
+        """Keep a finished case: journal it at once; ``entry`` is pytest-benchmark's entry of a
+        timed case, ``None`` for one that failed before its timed loop (JSON ``failed`` list)."""
+        self.records.append(record)
+        if entry is None:
+            entry = {
+                "name": case.id,
+                "group": case.baseline().id,
+                "params": {"case_params": case.to_dict()},
+                "extra_info": record,
+                "stats": None,
+            }
+            self.failed.append(entry)
+        if self.journal is not None:
+            self.journal.append(entry)
+
+    def add_skip(self, case_id: str, reason: str) -> None:
+        self.skipped.append({"id": case_id, "reason": reason.removeprefix("Skipped: ")})
+
+    def update_json(self, output_json: dict[str, Any]) -> None:
+        """Add the resumed cases and the run's own section to pytest-benchmark's JSON."""
+        resumed_ok = [e for e in self.resumed if e.get("stats")]
+        output_json["benchmarks"].extend(resumed_ok)
+        output_json["freeze_bench"] = {
+            **self.summary(),
+            "skipped": self.skipped,
+            "failed": [e for e in self.resumed if not e.get("stats")] + self.failed,
+            "resumed": len(self.resumed),
+            "journal": str(self.journal_path) if self.journal_path else None,
+        }
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+
+    def summary_lines(self, measured: int) -> list[str]:
+        """The terminal summary's lines (none when nothing of freeze-bench ran)."""
+        if not measured and not self.skipped and not self.failed and not self.resumed:
+            return []
+        failed = sum(1 for r in self.records if r["status"] != "ok")
+        lines = [
+            f"profile {self.plan.profile}: {measured} cases measured, {failed} recorded as "
+            f"oom/error, {len(self.skipped)} skipped, {len(self.resumed)} resumed from journal",
+            f"plan: {self.plan.estimate}",
+        ]
+        if self.journal_path is not None:
+            lines.append(f"journal: {self.journal_path}")
+        if self.plan.cuda_reason:
+            lines.append(f"CUDA cases skipped: {self.plan.cuda_reason}")
+        lines += [
+            f"skipped {s['id']}: {s['reason']}"
+            for s in self.skipped
+            if s["reason"] != self.plan.cuda_reason
+        ]
+        return lines
+
+
+def options_markdown() -> str:
+    """The docs' options table: the axes' options (from the axis table), then the run's."""
+    from ..axes import options_markdown as axis_rows
+
+    rows = [axis_rows()]
+    for o in OPTIONS:
+        if any(a.option == o.name for a in AXES.values()):
+            continue
+        value = "a flag" if o.flag else o.metavar
+        rows.append(f"| `{o.name}` | {o.help}: {value} | - |")
+    return "\n".join(rows)

@@ -1,0 +1,100 @@
+"""Decision groups against a fake clock: the stop rule resolves identical twins as equivalent,
+a member slower by twice the margin as distinct, stops an unresolvable group at its cap, and
+calls identical twins distinct in at most 5% of groups."""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import random
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from bench_lib.measuring import group, stats
+from bench_lib.measuring.group import classify, time_group, williams_orders
+
+
+class FakeClock:
+    """Time advances only when a fake step runs: its cost times lognormal noise."""
+
+    def __init__(self, seed: int, noise: float) -> None:
+        self.t = 0.0
+        self.rng = random.Random(seed)
+        self.noise = noise
+
+    def now(self) -> float:
+        return self.t
+
+    def step(self, cost: float) -> Callable[[], None]:
+        def run() -> None:
+            self.t += cost * self.rng.lognormvariate(0.0, self.noise)
+
+        return run
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int, float], FakeClock]]:
+    def make(seed: int, noise: float) -> FakeClock:
+        clock = FakeClock(seed, noise)
+        monkeypatch.setattr(stats.Clock, "now", clock.now)
+        return clock
+
+    yield make
+
+
+def test_williams_orders_balance_carry_over():
+    for n in range(2, 8):
+        follows = collections.Counter()
+        for order in williams_orders(n, seed=n):
+            follows.update(itertools.pairwise(order))
+        assert len(follows) == n * (n - 1)  # every member follows every other ...
+        assert len(set(follows.values())) == 1  # ... equally often
+
+
+def test_identical_twins_resolve_as_equivalent(fake):
+    clock = fake(1, 0.05)
+    steps = {"base": clock.step(0.01), "twin": clock.step(0.01)}
+    result = time_group(steps, {"base": True, "twin": True}, margin=0.05, cap_s=1e9)
+    assert result.resolved
+    assert classify(result.pair("twin", "base"), 0.05) == "equivalent"
+    assert result.rounds in group.LOOKS
+
+
+def test_a_member_slower_by_twice_the_margin_is_distinct(fake):
+    clock = fake(2, 0.05)
+    steps = {"base": clock.step(0.01), "slow": clock.step(0.011)}  # +10% = 2 x margin
+    result = time_group(steps, {"base": True, "slow": True}, margin=0.05, cap_s=1e9)
+    assert result.resolved
+    pair = result.pair("slow", "base")
+    assert classify(pair, 0.05) == "distinct"
+    assert pair.low is not None and pair.low > 1.0
+
+
+def test_a_group_that_cannot_resolve_stops_at_its_cap(fake):
+    clock = fake(3, 0.8)  # far noisier than the margin allows in the rounds the cap buys
+    steps = {"base": clock.step(0.01), "m": clock.step(0.01)}
+    result = time_group(steps, {"base": True, "m": True}, margin=0.05, cap_s=0.5)
+    assert not result.resolved
+    assert result.widest > 0.05
+    assert result.rounds < group.LOOKS[-1]  # stopped by the cap, at a look
+    assert result.rounds in group.LOOKS
+
+
+def test_invalid_members_make_no_needed_pair(fake):
+    clock = fake(4, 0.05)
+    steps = {"base": clock.step(0.01), "cut": clock.step(0.005), "ok": clock.step(0.01)}
+    result = time_group(steps, {"base": True, "cut": False, "ok": True}, margin=0.05, cap_s=1e9)
+    assert all("cut" not in pair for pair in result.needed)
+
+
+def test_identical_twins_are_called_distinct_in_at_most_5_percent_of_groups(fake):
+    distinct = 0
+    groups = 400
+    for seed in range(groups):
+        clock = fake(100 + seed, 0.05)
+        steps = {"a": clock.step(0.01), "b": clock.step(0.01), "c": clock.step(0.01)}
+        result = time_group(steps, dict.fromkeys(steps, True), margin=0.05, cap_s=1e9)
+        if any(classify(result.pair(a, b), 0.05) == "distinct" for a, b in result.needed):
+            distinct += 1
+    assert distinct / groups <= 0.05, distinct
