@@ -52,6 +52,15 @@ class _Hooks:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        cases = []
+        for item in session.items:
+            params = getattr(item, "callspec", None)
+            case = params.params.get("case_params") if params else None
+            if case:
+                cases.append(Case.from_dict(case))
+        self.session.select(cases)
+
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         bs = getattr(session.config, "_benchmarksession", None)
         self.session.start(bs.get_machine_info() if bs else None)

@@ -72,6 +72,7 @@ __all__ = [
     "record_values",
     "skip_reason",
     "step_axes",
+    "step_parts",
     "step_titles",
 ]
 
@@ -196,7 +197,9 @@ class Axis:
             if value not in self.values:
                 raise AxisError(f"{self.name}={value!r} is not one of: {', '.join(self.values)}")
         elif self.kind == "int" and (
-            isinstance(value, bool) or not isinstance(value, int) or value < self.minimum
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or (value < self.minimum and value != self.default)
         ):
             what = "a positive integer" if self.minimum == 1 else f"an integer >= {self.minimum}"
             raise AxisError(f"{self.name}={value!r} must be {what}")
@@ -604,7 +607,6 @@ _BUILTIN: tuple[Axis, ...] = (
         grid="lora_ranks",
         grid_default=(8,),
         depends_on="adapter",
-        minimum=0,
         null_when="adapter is `none`",
         constraints=(Constraint("rank needs adapter", _rank_needs_adapter),),
         docs_default="`8`",
@@ -743,6 +745,23 @@ def id_fragments(values: Values) -> str:
         key=lambda t: t[0],
     )
     return "-".join(str(p) for _, p in parts if p)
+
+
+def step_parts(row: Values) -> list[tuple[str, str]]:
+    """The step axes a record row sets (every axis of role ``step``, declared here or outside),
+    as (title, id fragment) pairs: ``("autocast bf16", "amp_bf16")``. A value that is missing
+    (``None``: a file written before the axis) is the axis's default."""
+    out = []
+    for a in AXES.values():
+        if a.role != "step" or a.title is None:
+            continue
+        value = row.get(a.record_field)
+        values = {**row, a.name: a.default if value is None else value}
+        title = a.title(values)
+        if title:
+            fragment = a.fragment(values) if a.fragment is not None else None
+            out.append((title, fragment or a.name))
+    return out
 
 
 def step_titles(row: Values) -> list[str]:

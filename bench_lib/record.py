@@ -77,8 +77,14 @@ FIELDS: dict[str, Field] = {
         "a run before this field",
     ),
     "gc_enabled": Field("bool", "whether Python's garbage collector was enabled while timing"),
-    "warmup_rounds": Field("steps", "untimed steps before the timed rounds"),
-    "rounds": Field("steps", "timed steps (pytest-benchmark rounds of one iteration each)"),
+    "warmup_rounds": Field(
+        "steps", "untimed steps before the group's rounds, plus the warm steps at each switch"
+    ),
+    "rounds": Field(
+        "values",
+        "timed values: one per round of the case's decision group, each the mean of "
+        "VALUE_STEPS steps (pytest-benchmark's rounds and stats.data, in seconds per step)",
+    ),
     "status": Field("-", "`ok`, `oom` (out of memory) or `error`"),
     "status_message": Field("-", "the error message", "status is `ok`"),
     "peak_memory_bytes": Field(
@@ -173,13 +179,52 @@ FIELDS: dict[str, Field] = {
         "LM head is wte.weight), frozen with their block under every mechanism",
         "the model could not be built",
     ),
-    "time_ratio": Field("ratio", "median of case/baseline step-time ratios over interleaved pairs"),
-    "time_ratio_ci_low": Field(
-        "ratio", "lower end of the 95% distribution-free interval of that median", "pairs < 6"
+    "time_ratio": Field(
+        "ratio",
+        "case/baseline step time from the decision group's rounds: the Hodges-Lehmann estimate "
+        "of the per-round ratios (the baseline: against an identical twin, the noise floor)",
+        "the case was not timed",
     ),
-    "time_ratio_ci_high": Field("ratio", "upper end of that interval", "pairs < 6"),
-    "ratio_pairs": Field("pairs", "number of interleaved baseline/case pairs"),
-    "ratio_samples": Field("list of ratio", "every pair's ratio, in the order measured"),
+    "time_ratio_ci_low": Field(
+        "ratio", "lower end of that estimate's 95% distribution-free interval", "rounds < 6"
+    ),
+    "time_ratio_ci_high": Field("ratio", "upper end of that interval", "rounds < 6"),
+    "ratio_pairs": Field("rounds", "rounds with a ratio to the baseline (the group's rounds)"),
+    "ratio_samples": Field("list of ratio", "every round's case/baseline ratio, in order"),
+    "pair_ratios": Field(
+        "mapping of ratio",
+        "this case's step time over every other member of its decision group (by mechanism; the "
+        "baseline is `none`), each `{ratio, ci_low, ci_high, class}` from the same rounds; "
+        "class is `equivalent` (interval inside 1 ± margin), `distinct` or `unknown`",
+        "the case was not timed",
+    ),
+    "resolved": Field(
+        "bool",
+        "whether every needed pair of the group (its cheapest valid member against each other "
+        "valid member) reached an interval at most `margin` wide before the group's time cap",
+        "the case was not timed",
+    ),
+    "group_rounds": Field("rounds", "rounds the decision group ran", "the case was not timed"),
+    "group_widest": Field(
+        "fraction",
+        "the widest needed pair's full interval width, (high - low) / ratio",
+        "the case was not timed, or its group had no needed pair",
+    ),
+    "group_members": Field(
+        "list of -", "the mechanisms timed together in the group", "the case was not timed"
+    ),
+    "group_seconds": Field("s", "wall seconds of the group's timing", "the case was not timed"),
+    "margin": Field(
+        "fraction",
+        "the decision margin: equivalent within 1 ± margin (--bench-margin; 5% on CPU, 2% on CUDA)",
+        "the case was not timed",
+    ),
+    "timing_design": Field(
+        "-",
+        "how the group was timed: all members together or the baseline plus two at a time, the "
+        "Williams order's seed, the value length, the warm steps, the looks and the cap",
+        "the case was not timed",
+    ),
     "axis_twin": Field(
         "-",
         "the step axes the case sets (`amp`, `compile`, `checkpoint`, joined by `+`): its axis "

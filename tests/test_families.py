@@ -3,6 +3,7 @@ family interface (block names, batches of tensors, tuples or keywords, the defau
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from types import SimpleNamespace
 
@@ -10,7 +11,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from bench_lib.measuring import families, spec
+from bench_lib import axes as axis_table
+from bench_lib.measuring import families
 from bench_lib.measuring.families import FAMILIES, family_size, get_family
 from bench_lib.measuring.families.base import (
     Batch,
@@ -124,7 +126,10 @@ class _Keyword(Family):
 def keyword(monkeypatch: pytest.MonkeyPatch) -> _Keyword:
     """The test-only family 'keyword', registered for this test only."""
     family = _Keyword()
-    monkeypatch.setattr(spec, "MODELS", (*MODELS, family.name))
+    model = axis_table.AXES["model"]
+    monkeypatch.setitem(
+        axis_table.AXES, "model", dataclasses.replace(model, values=(*model.values, family.name))
+    )
     monkeypatch.setitem(FAMILIES, family.name, family)
     return family
 

@@ -77,7 +77,11 @@ def test_tiny_sweep_writes_every_record_key_for_every_case(tiny_run: Any) -> Non
         assert r["foreign_bytes"] == 0 and r["workspace_bytes"] == 0
         state = r["param_bytes"] + r["grad_bytes"] + r["optimizer_state_bytes"]
         assert r["peak_memory_bytes"] >= state
-        assert set(r["pass_seconds"]) >= {"validity", "timed", "ratio_pairs", "memory"}
+        assert set(r["pass_seconds"]) >= {"group", "timed", "ratios", "memory"}
+        # Timed in its decision group: a ratio to every other member from the same rounds.
+        assert r["group_rounds"] == 6 and isinstance(r["resolved"], bool)
+        assert "none" in r["pair_ratios"] or r["mechanism"] == "none"
+        assert r["timing_design"].startswith("together; williams seed")
     # The explicit pattern's first block is a frozen prefix; block 2 is frozen too, so no_grad
     # cuts block 1 off; requires_grad does not.
     by_id = {b["extra_info"]["case_id"]: b["extra_info"] for b in benches + failed}

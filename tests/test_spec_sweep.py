@@ -123,7 +123,9 @@ def test_quick_profile_covers_every_model_pattern_and_mechanism():
 
 
 def test_every_group_has_exactly_one_baseline():
-    for profile in PROFILES.values():
+    # The pairwise profile's rows are single cases: each is timed beside its baseline without
+    # the baseline being a case of its own.
+    for profile in (p for name, p in PROFILES.items() if name != "pairwise"):
         cases = generate(profile, Filters()).cases
         baselines = [c for c in cases if c.is_baseline]
         assert len(baselines) == len(set(baselines))

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..axes import step_parts
 from .format import Row, plural, records, slug
 from .results import BASELINE_KEY, TIMES, is_missing, setup_key
 
@@ -46,15 +47,9 @@ def setups(frame: pd.DataFrame) -> list[tuple[tuple[Any, ...], list[Row]]]:
 
 
 def _step_axes(row: Row) -> list[tuple[str, str]]:
-    """The step axes ``row`` sets, as (title, slug) pairs: ``("autocast bf16", "amp_bf16")``."""
-    out = []
-    if row.get("amp") not in ("none", None):
-        out.append((f"autocast {row['amp']}", f"amp_{row['amp']}"))
-    if row.get("compile") == "on":
-        out.append(("compiled", "compiled"))
-    if row.get("checkpoint") == "on":
-        out.append(("checkpointed", "ckpt"))
-    return out
+    """The step axes ``row`` sets, as (title, slug) pairs: ``("autocast bf16", "amp_bf16")``,
+    from the axis table (an axis declared outside the package included)."""
+    return step_parts({k: None if is_missing(v) else v for k, v in row.items()})
 
 
 def setup_title(row: Row, with_source: bool = False) -> str:

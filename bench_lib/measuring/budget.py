@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["SMOKE_PAIRS", "SMOKE_STEPS", "Budget"]
+__all__ = ["SMOKE_PAIRS", "SMOKE_ROUNDS", "SMOKE_STEPS", "Budget"]
 
 #: Timed steps of a case in smoke mode, and the most ratio pairs it gets.
 SMOKE_STEPS = 2
 SMOKE_PAIRS = 2
+#: Rounds of a decision group in smoke mode (no stop rule).
+SMOKE_ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,12 @@ class Budget:
     ratio_pairs: int = 15
     phase_reps: int = 10
     smoke: bool = False
+    #: The decision groups' margin (``None``: 5% on CPU, 2% on CUDA) and time cap in seconds
+    #: (see :mod:`.group`); ``fixed_rounds`` replaces the stop rule with that many rounds
+    #: (``--bench-pairs``).
+    margin: float | None = None
+    group_cap_s: float = 20.0
+    fixed_rounds: int | None = None
 
     def __post_init__(self) -> None:
         if self.min_rounds < 1 or self.max_rounds < self.min_rounds:

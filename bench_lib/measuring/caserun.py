@@ -36,11 +36,24 @@ __all__ = [
     "CaseRun",
     "Launcher",
     "calibration_steps",
+    "is_oom",
     "release",
     "time_first_steps",
 ]
 
 CALIBRATION_STEPS = 2
+
+
+_OOM_TYPES: tuple[type[BaseException], ...] = tuple(
+    t for t in (getattr(torch, "OutOfMemoryError", None), torch.cuda.OutOfMemoryError) if t
+)
+
+
+def is_oom(e: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's failure (a RuntimeError by message)."""
+    if isinstance(e, (*_OOM_TYPES, MemoryError)):
+        return True
+    return isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
 
 
 def release() -> None:

@@ -12,8 +12,9 @@ mechanism here", so its members are timed together:
   carry over equally: a step right after a switch pays the switch, and a 1-step value would pull
   every ratio towards 1). gc is off inside a value and collects between rounds; each step
   synchronizes its device.
-* **Pairs.** Any two members form a pair: their per-round ratios, with the median and its 95%
-  interval (:func:`~bench_lib.measuring.stats.median_ci`).
+* **Pairs.** Any two members form a pair: their per-round ratios, with the Hodges-Lehmann
+  estimate and its 95% interval (:func:`~bench_lib.measuring.stats.hodges_lehmann`: robust to
+  an outlier round like the median, and a third fewer rounds for the same width).
 * **Stop rule.** At fixed looks (:data:`LOOKS` rounds) the group stops when every *needed* pair
   (the cheapest valid member against each other valid member) has an interval at most
   ``margin`` wide in full ((high - low) / ratio), or when its time cap is spent (then it is
@@ -27,30 +28,44 @@ The clock is :class:`~bench_lib.measuring.stats.Clock` (tests replace it with a 
 from __future__ import annotations
 
 import gc
+import itertools
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from .stats import Clock, median, median_ci
+from . import effects
+from .budget import SMOKE_ROUNDS, Budget
+from .caserun import CaseRun, is_oom, release
+from .devices import DeviceUnavailable
+from .spec import Case
+from .stats import Clock, hodges_lehmann, median
+from .verify import Verdict
 
 __all__ = [
     "LOOKS",
+    "TWIN",
     "VALUE_STEPS",
     "WARM_STEPS",
     "GroupResult",
+    "MemberTiming",
     "PairResult",
     "classify",
+    "default_margin",
     "design_label",
+    "group_key",
+    "groups_of",
     "pair_result",
     "time_group",
+    "time_members",
     "williams_orders",
 ]
 
 #: Steps in one timed value of a member, and untimed steps whenever the member changes. Chosen
 #: by how well the ratio agrees with long interleaved blocks (see ``docs/measuring.md``).
 VALUE_STEPS = 4
-WARM_STEPS = 1
+WARM_STEPS = 2
 #: The rounds at which the stop rule looks (never in between: fewer looks, fewer chances for
 #: noise to stop a group early).
 LOOKS: tuple[int, ...] = (8, 12, 16, 24, 32, 48, 64)
@@ -97,10 +112,14 @@ class PairResult:
 
 
 def pair_result(a: Sequence[float], b: Sequence[float]) -> PairResult:
-    """The pair of two members' per-round values."""
-    ratios = [x / y for x, y in zip(a, b, strict=True)]
-    ci = median_ci(ratios)
-    return PairResult(median(ratios), ci[0] if ci else None, ci[1] if ci else None)
+    """The pair of two members' per-round values: the Hodges-Lehmann estimate of their log
+    ratio and its 95% interval (:func:`~bench_lib.measuring.stats.hodges_lehmann`), back on
+    the ratio scale."""
+    logs = [math.log(x / y) for x, y in zip(a, b, strict=True)]
+    centre, low, high = hodges_lehmann(logs)
+    if math.isnan(low):
+        return PairResult(math.exp(centre), None, None)
+    return PairResult(math.exp(centre), math.exp(low), math.exp(high))
 
 
 def classify(pair: PairResult, margin: float) -> str:
@@ -213,3 +232,248 @@ def time_group(
         Clock.now() - start,
         needed,
     )
+
+
+# ----------------------------------------------------------------------------- the members
+
+
+#: The label of the baseline's identical twin in the baseline's own group (its ratio is the
+#: noise floor: A against A').
+TWIN = "none (twin)"
+
+
+def group_key(case: Case) -> tuple[tuple[str, Any], ...]:
+    """The decision group a case belongs to: every axis but the mechanism (the baseline,
+    pattern ``none``, is a member of every group of its set-up, and has a group of its own
+    with its twin)."""
+    return tuple((k, v) for k, v in case.values().items() if k != "mechanism")
+
+
+def groups_of(cases: Sequence[Case]) -> dict[tuple[tuple[str, Any], ...], list[Case]]:
+    """``cases`` by decision group, in the order they come."""
+    out: dict[tuple[tuple[str, Any], ...], list[Case]] = {}
+    for c in cases:
+        out.setdefault(group_key(c), []).append(c)
+    return out
+
+
+def label(case: Case) -> str:
+    """A member's name in its group: its mechanism, with its adapter where it has one (the
+    baseline never has: it is full fine-tuning)."""
+    if case.adapter == "none":
+        return case.mechanism
+    return f"{case.mechanism}+{case.adapter}{case.lora_rank}"
+
+
+@dataclass
+class MemberTiming:
+    """What a group's timing gave one member: its verdict (checked before the rounds), its
+    per-step values (one per round), its ratio to every other member, the effects' counts over
+    its first steps, and the group's summary; ``error`` where it failed before the rounds."""
+
+    case: Case
+    verdict: Verdict | None = None
+    error: str | None = None
+    oom: bool = False
+    values: list[float] = field(default_factory=list)
+    pairs: dict[str, PairResult] = field(default_factory=dict)
+    ratio_samples: list[float] = field(default_factory=list)
+    watch: dict[str, Any] = field(default_factory=dict)
+    warmup_steps: int = 0
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def baseline_pair(self) -> PairResult | None:
+        return self.pairs.get("none") or self.pairs.get(TWIN)
+
+
+def default_margin(device: str) -> float:
+    """The margin when none is given: 5% on CPU (one pair's spread is about 5% on a shared VM:
+    a full width of 5% takes about 24 rounds), 2% on CUDA."""
+    return 0.02 if device == "cuda" else 0.05
+
+
+def _fits_together(cases: Sequence[Case]) -> bool:
+    """Whether every member can be alive at once: the sum of their estimated footprints
+    (parameters, gradients and AdamW state, 16 bytes a parameter, twice over for activations
+    and a reference) against what the device has free."""
+    from .families import build
+
+    need = 0
+    for c in cases:
+        skeleton = build(c, meta=True).model
+        need += 32 * sum(p.numel() for p in skeleton.parameters())
+    if cases[0].device == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info()
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    return need < 0.8 * free
+
+
+def time_members(
+    cases: Sequence[Case],
+    budget: Budget,
+    start: Callable[[Case], CaseRun],
+    *,
+    seed: int = 0,
+) -> dict[Case, MemberTiming]:
+    """Check, build and time the members of one decision group together (``start`` launches a
+    member's run: in this process or on its workers). The baseline is always a member; a group
+    of the baseline alone times it against an identical twin. Members whose mechanism raises,
+    or that fail, get their ``error`` and leave the others to be timed."""
+    members = list(dict.fromkeys([cases[0].baseline(), *cases]))
+    labels = [label(c) for c in members]
+    twin = len(members) == 1
+    margin = budget.margin if budget.margin is not None else default_margin(members[0].device)
+    out = {c: MemberTiming(c) for c in members}
+    runs: dict[str, CaseRun] = {}
+    valid: dict[str, bool] = {}
+    step_s: dict[str, float] = {}
+    t0 = Clock.now()
+    with effects.case_scope(members[0]):
+        try:
+            for c, name in zip(members, labels, strict=True):
+                _start_member(c, name, budget, start, out[c], runs, valid, step_s)
+            if twin and "none" in runs:
+                _start_member(members[0], TWIN, budget, start, MemberTiming(members[0]), runs,
+                              valid, step_s)  # fmt: skip
+            if len(runs) >= 2:
+                together = budget.smoke or _fits_together([r.case for r in runs.values()])
+                design = "together" if together else "pairs with the baseline"
+                parts = _time(runs, step_s, valid, budget, margin, seed, together)
+                widest = max(p.widest for p in parts)
+                summary = {
+                    "timing_design": f"{design}; {parts[0].design}",
+                    "resolved": all(p.resolved for p in parts),
+                    "group_rounds": sum(p.rounds for p in parts),
+                    "group_widest": None if math.isinf(widest) else widest,
+                    "group_members": list(runs),
+                    "group_seconds": round(Clock.now() - t0, 3),
+                    "margin": margin,
+                }
+                for c, name in zip(members, labels, strict=True):
+                    _fill(out[c], name, parts, summary, twin)
+        finally:
+            for run in runs.values():
+                run.close()
+            runs.clear()
+            release()
+    return out
+
+
+def _start_member(
+    case: Case,
+    name: str,
+    budget: Budget,
+    start: Callable[[Case], CaseRun],
+    timing: MemberTiming,
+    runs: dict[str, CaseRun],
+    valid: dict[str, bool],
+    step_s: dict[str, float],
+) -> None:
+    """Launch, check, build and warm one member; its failure is its own."""
+    run: CaseRun | None = None
+    try:
+        run = start(case)
+        if timing.verdict is None:
+            timing.verdict = run.check()
+        if timing.verdict.verdict == "error":
+            run.close()
+            return
+        info = run.build()
+        run.start_watch()
+        if budget.smoke:  # one untimed step, so that the effects' watch sees the first step
+            run.step()
+            step_s_ = None
+        else:
+            step_s_ = run.calibrate()
+        extra_s = run.compile_s if step_s_ is not None else None
+        timing.watch = effects.watch_record(case, run.stop_watch(), extra_s)
+        timing.warmup_steps = info.calibration_steps if step_s_ is not None else 0
+        runs[name] = run
+        valid[name] = timing.verdict.valid
+        if step_s_ is not None:
+            step_s[name] = step_s_
+    except DeviceUnavailable:
+        if run is not None:
+            run.close()
+        raise
+    except Exception as e:
+        timing.error = effects.failure_message(case, e) or f"{type(e).__name__}: {e}"
+        timing.error = timing.error.splitlines()[0][:500]
+        timing.oom = is_oom(e)
+        if run is not None:
+            run.close()
+
+
+def _time(
+    runs: Mapping[str, CaseRun],
+    step_s: Mapping[str, float],
+    valid: Mapping[str, bool],
+    budget: Budget,
+    margin: float,
+    seed: int,
+    together: bool,
+) -> list[GroupResult]:
+    """The group's rounds: one part with every member, or (``together`` false) one part per
+    pair of members beside the baseline."""
+    steps = {name: run.step for name, run in runs.items()}
+    looks: tuple[int, ...] = LOOKS
+    if budget.smoke:
+        looks = (SMOKE_ROUNDS,)
+    elif budget.fixed_rounds is not None:
+        looks = (budget.fixed_rounds,)
+    first = min(max(looks[0], _min_rounds(budget, step_s)), looks[-1])
+    if together:
+        return [time_group(steps, valid, margin=margin, cap_s=budget.group_cap_s, seed=seed,
+                           looks=looks, min_rounds=first)]  # fmt: skip
+    # Too big to keep alive together: the baseline plus two members at a time, so that every
+    # pair still has direct ratios (each sub-group's rounds are its own, and a pair's ratios
+    # come from the sub-group that timed both).
+    names = list(steps)
+    subsets = [[names[0], a, b] for a, b in itertools.combinations(names[1:], 2)] or [names]
+    return [
+        time_group({n: steps[n] for n in sub}, valid, margin=margin,
+                   cap_s=budget.group_cap_s / len(subsets), seed=seed, looks=looks,
+                   min_rounds=first)
+        for sub in subsets
+    ]  # fmt: skip
+
+
+def _min_rounds(budget: Budget, step_s: Mapping[str, float]) -> int:
+    """The least rounds for ``--bench-time`` (``target_time_s``): enough that each member gets
+    that many seconds of timed values (its steps take ``step_s``, from calibration)."""
+    if budget.smoke or not step_s:
+        return 1
+    slowest = max(step_s.values())
+    return math.ceil(budget.target_time_s / (VALUE_STEPS * slowest)) if slowest > 0 else 1
+
+
+def _fill(
+    timing: MemberTiming,
+    name: str,
+    parts: Sequence[GroupResult],
+    summary: dict[str, Any],
+    twin: bool,
+) -> None:
+    """A member's values, and its pairs, each from the first part that timed both members."""
+    mine = [p for p in parts if name in p.values]
+    if not mine:
+        return
+    timing.values = list(mine[0].values[name])
+    timing.summary = summary
+    for part in mine:
+        for other in part.values:
+            if other != name and other not in timing.pairs:
+                timing.pairs[other] = part.pair(name, other)
+    reference = TWIN if twin else "none"
+    for part in mine:
+        if reference in part.values and reference != name:
+            base = part.values[reference]
+            own = part.values[name]
+            timing.ratio_samples = [x / y for x, y in zip(own, base, strict=True)]
+            break

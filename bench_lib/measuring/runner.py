@@ -22,17 +22,16 @@ import contextlib
 import dataclasses
 import gc
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import torch
 
 from .. import axes as axis_table
 from ..record import FIELDS, make_record
 from . import devices, effects, flops, memory, phases, stats, verify
+from . import group as groups
 from .budget import Budget
-from .caserun import CaseRun, Launcher, release
+from .caserun import CaseRun, Launcher, is_oom, release
 from .devices import DeviceUnavailable
 from .families import family_size, family_sizes
 from .launcher import launcher_for
@@ -41,19 +40,9 @@ from .training import build_workload, freeze_summary
 
 __all__ = ["PASSES", "Budget", "TimeSteps", "is_oom", "measure_case", "warm_up_process"]
 
-#: ``time_steps(step, warmup_rounds, rounds)``: run ``step`` in a timed loop and keep the samples.
-TimeSteps = Callable[[Callable[[], None], int, int], None]
-
-_OOM_TYPES: tuple[type[BaseException], ...] = tuple(
-    t for t in (getattr(torch, "OutOfMemoryError", None), torch.cuda.OutOfMemoryError) if t
-)
-
-
-def is_oom(e: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or the CPU allocator's failure (a RuntimeError by message)."""
-    if isinstance(e, (*_OOM_TYPES, MemoryError)):
-        return True
-    return isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
+#: ``time_steps(values)``: keep a case's timed values (seconds per step, one per round of its
+#: decision group) as its benchmark samples.
+TimeSteps = Callable[[Sequence[float]], None]
 
 
 def _case_fields(case: Case) -> dict[str, Any]:
@@ -93,6 +82,7 @@ class _Context:
     budget: Budget
     time_steps: TimeSteps
     out: dict[str, Any]
+    timing: groups.MemberTiming
     #: Seconds of the last calibration step (``None`` when calibration did not run).
     step_s: float | None = None
     #: Untimed steps the build pass says the case needs, and those the calibration pass ran.
@@ -114,42 +104,56 @@ def _build(c: _Context) -> None:
         adapter_params=info.adapter_params,
     )
     release()
-    # The effects' counts (dynamo's work) cover the case's own first steps and timed rounds,
-    # before any measurement pass (and before its baseline twin compiles its own code).
-    c.run.start_watch()
 
 
 def _calibrate(c: _Context) -> None:
+    # Warm the case's own run for the measurement passes (its group warmed its timed copy).
     c.step_s = c.run.calibrate()
     c.calibration_steps = c.planned_calibration
 
 
 def _timed(c: _Context) -> None:
-    rounds = c.budget.rounds_for(c.step_s)
-    warmup = c.budget.timed_warmup_rounds
+    """The case's values from its decision group's rounds, as its benchmark samples, and what
+    its effects counted over its first steps there."""
+    t = c.timing
+    if not t.values:
+        raise RuntimeError("the case's decision group timed no value of it")
     c.out.update(
-        warmup_rounds=c.calibration_steps + warmup, rounds=rounds, gc_enabled=gc.isenabled()
+        warmup_rounds=t.warmup_steps + groups.WARM_STEPS,
+        rounds=len(t.values),
+        gc_enabled=False,
+        **t.watch,
     )
-    c.time_steps(c.run.step, warmup, rounds)
-    extra_s = c.run.compile_s if c.step_s is not None else None
-    c.out.update(effects.watch_record(c.case, c.run.stop_watch(), extra_s))
+    c.time_steps(t.values)
 
 
-def _ratio_pairs(c: _Context) -> None:
-    # The baseline side of the pairs; for the baseline case itself an identical twin, so that
-    # its ratio shows the noise floor (A against A').
-    c.run.build_baseline()
-    ratio = stats.interleaved_ratio(c.run.step, c.run.baseline_step, c.budget.pairs)
+def _ratios(c: _Context) -> None:
+    """The case's ratio to its baseline and to every other member of its group, from the same
+    rounds (for the baseline itself, to an identical twin: the noise floor)."""
+    t = c.timing
+    base = t.baseline_pair
+    margin = t.summary.get("margin")
     c.out.update(
-        time_ratio=ratio.median,
-        time_ratio_ci_low=ratio.ci_low,
-        time_ratio_ci_high=ratio.ci_high,
-        ratio_pairs=ratio.pairs,
-        ratio_samples=list(ratio.ratios),
+        time_ratio=base.ratio if base else None,
+        time_ratio_ci_low=base.low if base else None,
+        time_ratio_ci_high=base.high if base else None,
+        ratio_pairs=len(t.ratio_samples),
+        ratio_samples=list(t.ratio_samples),
+        pair_ratios={
+            other: {
+                "ratio": p.ratio,
+                "ci_low": p.low,
+                "ci_high": p.high,
+                "class": groups.classify(p, margin) if margin is not None else "unknown",
+            }
+            for other, p in t.pairs.items()
+        },
+        **t.summary,
     )
 
 
 def _flops(c: _Context) -> None:
+    c.run.build_baseline()
     counted, base_flops = c.run.flops()  # drops the baseline twin
     c.out.update(
         flops_forward=counted.forward,
@@ -208,7 +212,7 @@ PASSES: tuple[_Pass, ...] = (
     _Pass("build", _build, smoke=True),
     _Pass("calibration", _calibrate, smoke=False),
     _Pass("timed", _timed, smoke=True),
-    _Pass("ratio_pairs", _ratio_pairs, smoke=True),
+    _Pass("ratios", _ratios, smoke=True),
     _Pass("flops", _flops, smoke=False),
     _Pass("axis_twin", _axis_twin, smoke=False),
     _Pass("phases", _phases, smoke=False),
@@ -218,10 +222,15 @@ PASSES: tuple[_Pass, ...] = (
 
 
 def _measure(
-    run: CaseRun, budget: Budget, time_steps: TimeSteps, out: dict[str, Any], clock: _PassClock
+    run: CaseRun,
+    budget: Budget,
+    time_steps: TimeSteps,
+    out: dict[str, Any],
+    clock: _PassClock,
+    timing: groups.MemberTiming,
 ) -> None:
     """Fill ``out`` pass by pass, so that a failure keeps what was measured before it."""
-    context = _Context(run, budget, time_steps, out)
+    context = _Context(run, budget, time_steps, out, timing)
     for p in PASSES:
         if p.smoke or not budget.smoke:
             with clock(p.name):
@@ -267,11 +276,19 @@ def warm_up_process(device: str) -> None:
 
 
 def measure_case(
-    case: Case, budget: Budget, time_steps: TimeSteps, launcher: Launcher | None = None
+    case: Case,
+    budget: Budget,
+    time_steps: TimeSteps,
+    launcher: Launcher | None = None,
+    timing: groups.MemberTiming | None = None,
 ) -> dict[str, Any]:
     """Measure ``case`` and return its record (see :mod:`bench_lib.record`), with ``launcher``
     (by default :func:`~bench_lib.measuring.launcher.launcher_for` the case: in this process,
     or on torch.distributed workers for a parallel case).
+
+    ``timing`` is what the case's decision group gave it (:func:`.group.time_members`: its
+    verdict, its values from the group's rounds, its ratios to the other members); without it,
+    the case is timed in a group of its own with its baseline.
 
     Raises only :class:`~bench_lib.devices.DeviceUnavailable` (the caller skips the case);
     every other failure is recorded in ``status`` / ``status_message``.
@@ -281,12 +298,20 @@ def measure_case(
     out.update(status="ok", flops_uncounted_ops=[], ratio_samples=[])
     clock = _PassClock(out)
     run: CaseRun | None = None
+
+    def start(c: Case) -> CaseRun:
+        return (launcher or launcher_for(c)).start(c, budget)
+
     try:
-        with effects.case_scope(case):  # e.g. dynamo reset before and after a compiled case
-            with clock("launch"):
-                run = (launcher or launcher_for(case)).start(case, budget)
-            with clock("validity"):
-                v = run.check()
+        if timing is None:
+            timing = groups.time_members([case], budget, start)[case]
+        # The group's time, shared among its members (what the cost model learns from).
+        members = len(timing.summary.get("group_members") or [case])
+        clock.seconds["group"] = round(float(timing.summary.get("group_seconds") or 0) / members, 6)
+        if timing.error is not None:
+            out.update(status="oom" if timing.oom else "error", status_message=timing.error)
+        v = timing.verdict
+        if v is not None:
             out.update(
                 valid=v.valid,
                 verdict=v.verdict,
@@ -302,8 +327,12 @@ def measure_case(
                 out.update(
                     status="error", status_message=f"the mechanism raised{under}: {v.detail}"
                 )
-                return make_record(out)
-            _measure(run, budget, time_steps, out, clock)
+        if out["status"] != "ok":
+            return make_record(out)
+        with effects.case_scope(case):  # e.g. dynamo reset before and after a compiled case
+            with clock("launch"):
+                run = start(case)
+            _measure(run, budget, time_steps, out, clock, timing)
     except DeviceUnavailable:
         raise
     except Exception as e:

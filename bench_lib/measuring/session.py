@@ -21,6 +21,7 @@ from . import env
 from .budget import Budget
 from .devices import cuda_unavailable_reason
 from .estimate import load_measured_seconds, model_for
+from .group import MemberTiming, group_key, groups_of, time_members
 from .spec import Case, CaseError
 from .sweep import PROFILES, Filters, Skip, generate, parse_ints, parse_list, plan_shards, shard
 
@@ -67,10 +68,15 @@ OPTIONS: list[Option] = [
     *_axis_options(),
     Option("--bench-blocks", "explicit frozen block indices, e.g. 1,3 (pattern 'explicit')"),
     Option("--bench-shard", "run shard I of N (0-based); a case stays with its baseline", "I/N"),
-    Option("--bench-pairs", "interleaved baseline/case pairs per case (the profile's by default)",
-           "N"),
-    Option("--bench-time", "target seconds of timed rounds per case (the profile's by default)",
-           "SECONDS"),
+    Option("--bench-pairs", "fixed rounds per decision group instead of the stop rule (and the "
+           "interleaved pairs of the axis-twin pass)", "N"),
+    Option("--bench-margin", "decision margin: a pair is equivalent when its interval lies inside "
+           "1 +/- margin, and a group runs until its needed intervals are that narrow (default "
+           "0.05 on CPU, 0.02 on CUDA)", "FRACTION"),
+    Option("--bench-group-time", "time cap in seconds of one decision group's rounds (the "
+           "profile's by default); a group stopped by it is recorded as unresolved", "SECONDS"),
+    Option("--bench-time", "target seconds of timed values per case: a group runs at least the "
+           "rounds that give each member that much (the profile's by default)", "SECONDS"),
     Option("--bench-journal", "append every finished case to this JSON-lines file at once "
            "(default: BENCHMARK_JSON.journal.jsonl when --benchmark-json is given)", "PATH"),
     Option("--bench-resume", "skip cases already in the journal and carry their results into "
@@ -124,17 +130,28 @@ def filters_from(get: GetOption) -> Filters:
     return Filters(**kw)
 
 
+def _positive_number(option: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise CaseError(f"{option}={text!r} is not a number") from None
+    if not value > 0:
+        raise CaseError(f"{option}={text!r} must be > 0")
+    return value
+
+
 def budget_from(get: GetOption, budget: Budget) -> Budget:
     if (text := get("--bench-pairs")) is not None:
-        budget = replace(budget, ratio_pairs=parse_ints("--bench-pairs", text)[0])
+        pairs = parse_ints("--bench-pairs", text)[0]
+        budget = replace(budget, ratio_pairs=pairs, fixed_rounds=pairs)
+    for option, name in (("--bench-margin", "margin"), ("--bench-group-time", "group_cap_s")):
+        if (text := get(option)) is not None:
+            value = _positive_number(option, text)
+            if name == "margin" and not value < 1:
+                raise CaseError(f"{option}={text!r} must be a fraction below 1, e.g. 0.05")
+            budget = replace(budget, **{name: value})
     if (text := get("--bench-time")) is not None:
-        try:
-            seconds = float(text)
-        except ValueError:
-            raise CaseError(f"--bench-time={text!r} is not a number of seconds") from None
-        if not seconds > 0:
-            raise CaseError(f"--bench-time={text!r} must be > 0")
-        budget = replace(budget, target_time_s=seconds)
+        budget = replace(budget, target_time_s=_positive_number("--bench-time", text))
     if get("--bench-smoke"):
         budget = replace(budget, smoke=True)
     return budget
@@ -205,6 +222,10 @@ class Session:
         self.skipped: list[dict[str, str]] = []
         self.failed: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
+        #: The cases this run will measure (after -k, shards and resume), by decision group,
+        #: and the timings of the groups timed but not yet consumed by all their members.
+        self.groups: dict[tuple[tuple[str, Any], ...], list[Case]] = groups_of(plan.cases)
+        self._timings: dict[Case, MemberTiming] = {}
         if resume:
             if journal_path is None:
                 raise CaseError(
@@ -217,8 +238,29 @@ class Session:
                     raise CaseError(f"--bench-resume: {e}") from None
                 # Carry over only this run's cases: a journal written with other options may
                 # hold cases this run does not plan.
-                planned = {c.id for c in plan.cases}
-                self.resumed = [e for e in entries if e["extra_info"].get("case_id") in planned]
+                # A group half in the journal is timed again whole: its members are timed
+                # together, so a member's numbers only mean something beside the others'.
+                journaled = {e["extra_info"].get("case_id") for e in entries}
+                complete = {
+                    c.id
+                    for members in groups_of(plan.cases).values()
+                    if all(m.id in journaled for m in members)
+                    for c in members
+                }
+                self.resumed = [e for e in entries if e["extra_info"].get("case_id") in complete]
+
+    def select(self, cases: list[Case]) -> None:
+        """The cases that will run (pytest's items after -k and resume): groups form among
+        them only."""
+        self.groups = groups_of(cases)
+
+    def timing(self, case: Case, budget: Budget, start: Callable[[Case], Any]) -> MemberTiming:
+        """``case``'s timing from its decision group, timed the first time one of its members
+        asks (``start`` launches a member's run)."""
+        if case not in self._timings:
+            members = self.groups.get(group_key(case), [case])
+            self._timings.update(time_members(members, budget, start))
+        return self._timings.pop(case)
 
     def done(self) -> set[str]:
         """The ids of the cases already in the journal (resumed: not run again)."""

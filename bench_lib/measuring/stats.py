@@ -7,6 +7,7 @@ the drift of a shared, noisy machine hits both sides of each pair alike and canc
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -41,19 +42,29 @@ def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float,
     interval): ``(x_(j), x_(n+1-j))`` for the largest ``j`` with coverage
     ``1 - 2 * P(Binomial(n, 1/2) <= j-1) >= confidence``. Returns ``None`` when ``n`` is too
     small to reach the confidence at all (n < 6 for 95%), where scipy gives an infinite or NaN
-    end.
+    end. The interval's ranks depend on ``n`` alone, so scipy is asked once per ``n`` (with the
+    ranks themselves as the sample) and the sorted values are read at those ranks.
     """
     if not values:
         return None
-    xs = np.asarray(values, dtype=float)
+    ranks = _median_ci_ranks(len(values), confidence)
+    if ranks is None:
+        return None
+    xs = np.sort(np.asarray(values, dtype=float))
+    return float(xs[ranks[0]]), float(xs[ranks[1]])
+
+
+@functools.cache
+def _median_ci_ranks(n: int, confidence: float) -> tuple[int, int] | None:
     import scipy.stats  # here: a worker process of a parallel case never needs it (1 s)
 
-    result = scipy.stats.quantile_test(xs, q=float(np.median(xs)), p=0.5)
+    ranks = np.arange(n, dtype=float)
+    result = scipy.stats.quantile_test(ranks, q=float(np.median(ranks)), p=0.5)
     ci = result.confidence_interval(confidence_level=confidence)
     low, high = float(ci.low), float(ci.high)
     if not (math.isfinite(low) and math.isfinite(high)):
         return None
-    return low, high
+    return int(low), int(high)
 
 
 @dataclass(frozen=True)
@@ -92,3 +103,32 @@ def interleaved_ratio(
         ratios.append(times["case"] / times["baseline"])
     ci = median_ci(ratios)
     return RatioResult(tuple(ratios), median(ratios), ci[0] if ci else None, ci[1] if ci else None)
+
+
+def hodges_lehmann(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """The Hodges-Lehmann estimate of the centre of ``values`` (the median of the Walsh averages
+    ``(x_i + x_j) / 2``, ``i <= j``) and its distribution-free interval from the Wilcoxon
+    signed-rank statistic: ``(W_(k+1), W_(M-k))`` over the ``M = n(n+1)/2`` sorted Walsh
+    averages, ``k`` the statistic's lower critical value (normal approximation with continuity
+    correction, rounded down so that coverage is at least ``confidence``). It is robust (an
+    outlier round moves it little, like the median) and about 95% as efficient as the mean
+    under normal noise (the median: 64%), so an interval of a given width takes about a third
+    fewer rounds than the median's. scipy has the test (``wilcoxon``) but not this interval.
+
+    ``low`` and ``high`` are NaN when ``n`` is too small for the confidence (n < 6 at 95%).
+    """
+    xs = np.asarray(values, dtype=float)
+    n = len(xs)
+    if n == 0:
+        raise ValueError("hodges_lehmann of an empty sequence")
+    i, j = np.triu_indices(n)
+    walsh = np.sort((xs[i] + xs[j]) / 2.0)
+    estimate = float(np.median(walsh))
+    m = len(walsh)
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    k = math.floor(n * (n + 1) / 4.0 - z * math.sqrt(n * (n + 1) * (2 * n + 1) / 24.0) - 0.5)
+    if k < 0 or n < 6:
+        return estimate, math.nan, math.nan
+    return estimate, float(walsh[k]), float(walsh[m - 1 - k])
