@@ -195,7 +195,8 @@ FIELDS: dict[str, Field] = {
         "mapping of ratio",
         "this case's step time over every other member of its decision group (by mechanism; the "
         "baseline is `none`), each `{ratio, ci_low, ci_high, class}` from the same rounds; "
-        "class is `equivalent` (interval inside 1 ± margin), `distinct` or `unknown`",
+        "class is `equivalent` (interval inside 1 ± margin), `distinct` (excludes 1), `unresolved` "
+        "(wider than the margin, holding 1) or `unknown`",
         "the case was not timed",
     ),
     "resolved": Field(

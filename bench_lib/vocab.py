@@ -24,7 +24,6 @@ __all__ = [
     "PATTERNS",
     "PATTERN_CHOICES",
     "SCENARIOS",
-    "STEP_AXES",
     "TRAP_MECHANISMS",
 ]
 
@@ -56,6 +55,14 @@ PATTERNS: tuple[str, ...] = (
 NAMES_PATTERN = "names"
 #: Every value of a case's ``pattern``.
 PATTERN_CHOICES: tuple[str, ...] = (*PATTERNS, NAMES_PATTERN)
+#: Mechanism variants that are wrong in some setting, selectable to show their verdicts. A
+#: report never recommends one of them, even where it happened to be valid.
+TRAP_MECHANISMS: tuple[str, ...] = (
+    "zeroed_grad_in_optimizer",
+    "late_freeze",
+    "inference_mode_nocopy",
+)
+#: The baseline's ``none``, the mechanisms people use on purpose, then the traps.
 MECHANISMS: tuple[str, ...] = (
     "none",
     "no_grad",
@@ -63,13 +70,8 @@ MECHANISMS: tuple[str, ...] = (
     "requires_grad",
     "optimizer_only",
     "backward_inputs",
-    "zeroed_grad_in_optimizer",
-    "late_freeze",
-    "inference_mode_nocopy",
+    *TRAP_MECHANISMS,
 )
-#: Mechanism variants that are wrong in some setting, selectable to show their verdicts. A
-#: report never recommends one of them, even where it happened to be valid.
-TRAP_MECHANISMS: tuple[str, ...] = MECHANISMS[-3:]
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16")
@@ -83,12 +85,6 @@ AMPS: tuple[str, ...] = ("none", "bf16", "fp16")
 COMPILES: tuple[str, ...] = ("off", "on")
 CHECKPOINTS: tuple[str, ...] = ("off", "on")
 ADAPTERS: tuple[str, ...] = ("none", "lora")
-#: The step axes by record field, with their values (default first).
-STEP_AXES: dict[str, tuple[str, ...]] = {
-    "amp": AMPS,
-    "compile": COMPILES,
-    "checkpoint": CHECKPOINTS,
-}
 #: Data-parallel set-ups (``--bench-parallel``): ``none`` runs in the pytest process; every
 #: other value runs the case on ``world`` worker processes through torch.distributed (gloo on
 #: CPU, nccl on CUDA). ``fsdp`` is FSDP2 (``fully_shard``); ``fsdp1`` and ``fsdp1_orig_params``

@@ -334,3 +334,46 @@ def test_bad_parallel_options_are_usage_errors(args: list[str], message: str) ->
     assert proc.returncode == 4, proc.stdout + proc.stderr
     lines = [line for line in proc.stderr.splitlines() if "freeze-bench:" in line]
     assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+# ------------------------------------------------------------------ adapters, tied weights
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_lora_runs_under_data_parallelism_against_the_adapted_reference(parallel: str) -> None:
+    """The reference of an adapted case is the adapted model (its state dict has the case's
+    keys): the check finds the reference gradients, and the step runs."""
+    pytest.importorskip("peft")
+    case = Case("mlp", 4, 16, 4, adapter="lora", lora_rank=4, parallel=parallel, world=2)
+
+    def build_and_step(run: TorchRun) -> None:
+        run.build()
+        run.step()
+
+    verdict, _ = _run(case, TorchRun.check, build_and_step)
+    assert verdict.verdict == "ok", verdict.detail
+
+
+def test_a_tied_parameter_takes_its_first_names_tensor_in_the_full_state() -> None:
+    from torch import nn
+
+    from bench_lib.measuring.parallel.check import _ties
+
+    emb, head = nn.Embedding(5, 3), nn.Linear(3, 5, bias=False)
+    head.weight = emb.weight
+    assert _ties(nn.ModuleDict({"emb": emb, "head": head})) == {"head.weight": "emb.weight"}
+
+
+@pytest.mark.parametrize("parallel", ["fsdp", "fsdp1_orig_params"])
+def test_tied_weights_are_a_declared_skip_under_fsdp2_and_fsdp1_orig_params(
+    parallel: str,
+) -> None:
+    from bench_lib.measuring.families import get_family
+    from bench_lib.measuring.sweep import parallel_skip_reason
+
+    if get_family("gpt2").unavailable() is not None:
+        pytest.skip("transformers is not installed")
+    reason = parallel_skip_reason(Case("gpt2", 2, 32, 2, parallel=parallel, world=2))
+    assert reason is not None and "ties transformer.wte.weight and lm_head.weight" in reason
+    assert parallel_skip_reason(Case("gpt2", 2, 32, 2, parallel="ddp", world=2)) is None

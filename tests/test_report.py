@@ -355,3 +355,130 @@ def test_time_vs_flops_keeps_its_y_label_inside_the_figure() -> None:
     dark = pixels.min(axis=2) < 0.5
     assert not dark[:, :3].any()
     assert dark[:, 3:40].any()  # the label and the tick labels are there, just inside
+
+
+# ---------------------------------------------------------------------------- backward maps
+
+
+def _flow(rec: dict[str, Any]) -> list[str] | None:
+    """What backward does to each block of ``rec``'s case, as the validity check would record
+    it (``block_flow``): the flow an eager step of the mechanism produces, ✗ codes where the
+    fixture's verdict says the mechanism went wrong. None where the check did not run."""
+    if rec["status"] != "ok":
+        return None
+    frozen = set(rec.get("frozen_blocks") or [])
+    mech = rec["mechanism"]
+    cut = mech in ("no_grad", "inference_mode")  # frozen blocks run outside autograd
+    last_cut = max(frozen) if cut and frozen else -1
+    out = []
+    for b in range(rec["depth"]):
+        # A gradient reaches block b's input when a trainable block before it is live.
+        live = any(c not in frozen and c > last_cut for c in range(b))
+        if b in frozen:
+            if cut:
+                out.append("none")
+            elif mech == "zeroed_grad_in_optimizer":
+                out.append("moved")
+            elif mech == "optimizer_only":
+                out.append("wx" if live else "w")  # still requires grad, just not stepped
+            else:
+                out.append("x" if live else "none")
+        elif b < last_cut:
+            out.append("starved")  # trainable, but its output fed a graph cut
+        else:
+            out.append("wx" if live else "w")
+    return out
+
+
+@pytest.fixture(scope="module")
+def flow_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any]]:
+    """The cpu fixture with ``block_flow`` injected into every record, plus a decoy outside
+    the eager float32 set-up (a compiled copy of a case, all of it 'moved') that no map may
+    show. Returns the rendered report and the fixture's records by case id."""
+    doc = json.loads((FIXTURES / "cpu_run.json").read_text(encoding="utf-8"))
+    for b in [*doc["benchmarks"], *doc["freeze_bench"]["failed"]]:
+        b["extra_info"]["block_flow"] = _flow(b["extra_info"])
+    src = next(
+        b
+        for b in doc["benchmarks"]
+        if b["extra_info"]["case_id"].startswith("mlp-d4-w64-b16-middle-no_grad")
+    )
+    decoy = json.loads(json.dumps(src))
+    decoy["extra_info"].update(
+        compile="on",
+        case_id=src["extra_info"]["case_id"] + "-compile_on",
+        block_flow=["moved"] * 4,
+    )
+    decoy["name"] = decoy["fullname"] = decoy["extra_info"]["case_id"]
+    doc["benchmarks"].append(decoy)
+    path = tmp_path_factory.mktemp("flow") / "run.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    run = load_run(str(path))
+    truth = {
+        b["extra_info"]["case_id"]: b["extra_info"]
+        for b in [*doc["benchmarks"], *doc["freeze_bench"]["failed"]]
+    }
+    return build_report([run], tidy([run])), truth
+
+
+def _map_cells(fig: Figure) -> tuple[str, list[str], list[list[str]]]:
+    """(title, row labels, codes per row) read back from a backward map's artists."""
+    (ax,) = fig.axes
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    cells: list[list[str]] = [[] for _ in labels]
+    for t in ax.texts:
+        gid = t.get_gid() or ""
+        if gid.startswith("cell:"):
+            _, i, j, code = gid.split(":")
+            assert int(j) == len(cells[int(i)])
+            cells[int(i)].append(code)
+    return fig.get_suptitle(), labels, cells
+
+
+def test_backward_map_per_family_linked_and_agrees_with_verdicts(
+    flow_report: tuple[Any, dict[str, Any]],
+) -> None:
+    rendered, truth = flow_report
+    md = rendered.markdown
+    maps = {n: f for n, f in rendered.figures.items() if n.endswith("-backward-map.png")}
+    families = sorted({r["model"] for r in truth.values()})
+    assert sorted(maps) == [f"{m}-backward-map.png" for m in families]
+    for model in families:
+        part = _section(md, f"### {model}")
+        assert f"({model}-backward-map.png)" in part
+        caption = next(x for x in part.splitlines() if x.startswith("*Backward map*"))
+        assert "eager float32, one process" in caption
+
+    title, labels, cells = _map_cells(maps["mlp-backward-map.png"])
+    # Depth 4 holds 16 of mlp's 20 eager cases; the compiled decoy is another set-up.
+    assert title.startswith("Backward map: mlp, depth 4\neager float32, one process")
+    assert "depth 4" in next(x for x in _section(md, "### mlp").splitlines() if "*Backward" in x)
+    assert all(len(row) == 4 for row in cells)
+    assert not any("compile" in label for label in labels)
+    eager = {
+        f"{r['pattern']} / {r['mechanism']}": r
+        for r in truth.values()
+        if r["model"] == "mlp" and r["depth"] == 4 and "compile" not in r
+    }
+    assert sorted(labels) == sorted(eager)
+    for label, row in zip(labels, cells, strict=True):
+        rec = eager[label]
+        assert row == (rec["block_flow"] or ["n/a"] * 4), label
+        if rec["status"] != "ok":
+            continue
+        assert ("starved" in row) == (rec["verdict"] == "graph_cut"), label
+        assert ("moved" in row) == (rec["verdict"] == "frozen_param_moved"), label
+    # The graph_cut case: block 0 is trainable and starved behind frozen block 1.
+    middle_cut = cells[labels.index("middle / no_grad")]
+    assert middle_cut[0] == "starved" and eager["middle / no_grad"]["verdict"] == "graph_cut"
+    # The valid requires_grad middle case: frozen block 1 passes the input gradient on.
+    middle_rg = cells[labels.index("middle / requires_grad")]
+    assert eager["middle / requires_grad"]["valid"]
+    assert middle_rg[1] == "x" and "starved" not in middle_rg
+    # The case that failed with an error was not checked: its row is n/a, not left out.
+    assert cells[labels.index("middle / backward_inputs")] == ["n/a"] * 4
+
+
+def test_no_flow_means_no_map_and_a_sentence(cpu_md: str) -> None:
+    assert "-backward-map.png" not in cpu_md
+    assert "No backward maps: this run has no per-block flow (`block_flow`" in cpu_md

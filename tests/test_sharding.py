@@ -3,6 +3,7 @@ the cost model's arithmetic by hand; two shards merge into one report."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -35,13 +36,18 @@ def test_forward_flops_by_hand() -> None:
     assert forward_flops(cnn) == 2 * 1 * 9 * 9 * 4 * (3 + 4)
 
 
-def test_cost_model_sizes_rounds_like_the_budget() -> None:
+def test_cost_model_sizes_steps_like_the_group_design() -> None:
     budget = Budget(warmup_rounds=1, target_time_s=1.0, min_rounds=2, max_rounds=10, ratio_pairs=3)
     model = CostModel(0.5, 0.1, 0.0, "test")  # every step 0.1 s
     case = Case("mlp", 2, 8, 2)
-    # rounds = 1.0 / 0.1 = 10; steps = 1 warm-up + 10 + 4 * 3 pairs + 10 phase reps + 16 fixed
-    assert model.steps(case, budget) == 1 + 10 + 12 + 10 + 16
-    assert model.seconds(case, budget) == pytest.approx(0.5 + 49 * 0.1)
+    # The case's share of its group: 1.25 x 24 expected rounds x (4 + 2) steps = 180; then
+    # 1 warm-up + 10 phase reps + 16 fixed; no step axis, so no axis twin.
+    assert model.steps(case, budget) == 180 + 1 + 10 + 16
+    assert model.seconds(case, budget) == pytest.approx(0.5 + 207 * 0.1)
+    # With fixed rounds (--bench-pairs 8): 1.25 x 8 x 6 = 60 group steps, plus the axis
+    # twin's 2 x 3 pairs for a compiled case.
+    fixed = dataclasses.replace(budget, fixed_rounds=8)
+    assert model.steps(dataclasses.replace(case, compile="on"), fixed) == 60 + 27 + 6
 
 
 def test_fit_recovers_a_known_model() -> None:

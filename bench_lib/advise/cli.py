@@ -127,16 +127,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pairs",
         type=_positive,
-        default=12,
+        default=None,
         metavar="N",
-        help="interleaved baseline/case timing pairs per case (default 12)",
+        help="fixed rounds for the decision group instead of the stop rule (which runs until "
+        "every needed interval is --margin wide, or --time)",
+    )
+    parser.add_argument(
+        "--margin",
+        type=_seconds,
+        default=None,
+        metavar="FRACTION",
+        help="decision margin: equivalent within 1 +/- margin (default 0.05 on CPU, 0.02 on CUDA)",
     )
     parser.add_argument(
         "--time",
         type=_seconds,
-        default=0.3,
+        default=60.0,
         metavar="S",
-        help="target seconds of timed rounds per case (default 0.3)",
+        help="time cap in seconds of the decision group's rounds (default 60)",
     )
 
 
@@ -187,11 +195,13 @@ def _suite_options(
         str(threads),
         "--bench-device",
         args.device,
-        "--bench-pairs",
-        str(args.pairs),
-        "--bench-time",
+        "--bench-group-time",
         str(args.time),
     ]
+    if args.pairs is not None:
+        opts += ["--bench-pairs", str(args.pairs)]
+    if args.margin is not None:
+        opts += ["--bench-margin", str(args.margin)]
     if args.amp != "none":
         opts += ["--bench-amp", args.amp]
     if args.compile:

@@ -64,10 +64,16 @@ class Row:
     steps: int = 0
     threads: int | None = None
     skipped: str = ""
+    #: The case's ratios to the other members of its decision group (by mechanism), and whether
+    #: the group resolved (``None``: a file without them).
+    pairs: Mapping[str, Any] | None = None
+    group_resolved: bool | None = None
+    is_valid: bool | None = None
 
     @property
     def valid(self) -> bool:
-        return self.status == "ok" and self.verdict == "ok" and not self.skipped
+        ok = self.is_valid if self.is_valid is not None else self.verdict == "ok"
+        return self.status == "ok" and bool(ok) and not self.skipped
 
     @property
     def interval(self) -> tuple[float, float]:
@@ -76,6 +82,8 @@ class Row:
 
     @property
     def resolved(self) -> bool:
+        if self.group_resolved is not None:
+            return self.group_resolved
         return self.lo is not None and self.hi is not None and self.hi - self.lo <= RESOLVED_WIDTH
 
 
@@ -115,6 +123,9 @@ def _row(entry: Mapping[str, Any]) -> Row:
         frozen_blocks=tuple(info.get("frozen_blocks") or ()),
         steps=_steps(info),
         threads=info.get("threads"),
+        pairs=info.get("pair_ratios"),
+        group_resolved=info.get("resolved"),
+        is_valid=info.get("valid"),
     )
 
 
@@ -151,7 +162,21 @@ def equivalent_set(rows: Sequence[Row]) -> list[Row]:
         return []
     best = min(valid, key=lambda r: r.ratio if r.ratio is not None else math.inf)
     lo, hi = best.interval
-    same = [r for r in valid if r.interval[0] <= hi and lo <= r.interval[1]]
+
+    def equivalent(r: Row) -> bool:
+        # The direct pair from the group's rounds where the run has it; else overlapping
+        # intervals of the ratios to the baseline.
+        pair = (r.pairs or {}).get(best.mechanism)
+        if isinstance(pair, Mapping) and pair.get("class") in (
+            "equivalent",
+            "distinct",
+            "unresolved",
+        ):
+            # Unresolved: the rounds could not tell them apart, so it stays in the set.
+            return bool(pair["class"] != "distinct")
+        return r.interval[0] <= hi and lo <= r.interval[1]
+
+    same = [r for r in valid if r is best or equivalent(r)]
     return sorted(
         same,
         key=lambda r: (
@@ -306,9 +331,9 @@ def render(advice: Advice, rows: Sequence[Row], snippet_lines: Sequence[str]) ->
     threads = {r.threads for r in measured if r.threads is not None}
     steps = sum(r.steps for r in rows)
     resolved = (
-        "every decision resolved (intervals <= 5% wide)"
+        "every decision resolved (intervals within the margin)"
         if not unresolved
-        else f"not resolved: {', '.join(unresolved)} (intervals over 5% wide; more --pairs)"
+        else f"not resolved: {', '.join(unresolved)} (wider than the margin at the cap)"
     )
     lines.append(
         f"took {a.wall_s:.0f} s, about {steps} model steps, "

@@ -7,7 +7,9 @@ cell is coloured by its code and carries its glyph. One figure shows one set-up 
 a parallel set-up with its world size) and one depth, both named in its title: of a family's
 rows with a measured ``block_flow``, the single-process ones when there are any, at the depth
 with the most rows (the deepest on a tie). Rows whose flow was not measured (an ``error``
-verdict, a parallel case) are drawn as a hatched ``n/a`` row, never left out.
+verdict, a parallel case) are drawn as a hatched ``n/a`` row, never left out. The report
+(:func:`bench_lib.analysis.tables.family_map`) passes the rows of one eager float32
+single-process set-up and names it in the title.
 
 Like :mod:`.plots`, figures are built with ``matplotlib.figure.Figure`` directly (Agg, no
 pyplot); the legend of the codes sits outside the axes, below them.
@@ -113,10 +115,12 @@ def _order(row: Mapping[str, Any]) -> tuple[int, int, str]:
     return p, m, _label(row)
 
 
-def backward_map(rows: Sequence[Mapping[str, Any]]) -> BackwardMap:
+def backward_map(rows: Sequence[Mapping[str, Any]], setup_name: str | None = None) -> BackwardMap:
     """The map of one family's ``rows`` (dicts of record fields): one set-up and one depth,
-    chosen as the module docstring says. Raises ``ValueError`` when the rows hold several
-    families (naming them) or no row has a measured ``block_flow``."""
+    chosen as the module docstring says. ``setup_name`` names the set-up in the title (on a
+    line of its own) where the caller chose the rows of one set-up and can say more than "one
+    process". Raises ``ValueError`` when the rows hold several families (naming them) or no
+    row has a measured ``block_flow``."""
     models = sorted({str(r.get("model")) for r in rows})
     if len(models) != 1:
         raise ValueError(f"a backward map shows one family; rows hold {models or 'none'}")
@@ -141,7 +145,11 @@ def backward_map(rows: Sequence[Mapping[str, Any]]) -> BackwardMap:
             raise ValueError(f"block_flow code {unknown[0]!r} is not one of: {', '.join(CODES)}")
         if label not in by_label or NOT_MEASURED in by_label[label]:
             by_label[label] = codes  # the first measured row of a label wins
-    title = f"Backward map: {models[0]}, depth {depth}, {setup}"
+    if setup_name:
+        setup = setup_name
+        title = f"Backward map: {models[0]}, depth {depth}\n{setup}"
+    else:
+        title = f"Backward map: {models[0]}, depth {depth}, {setup}"
     return BackwardMap(models[0], depth, setup, title, tuple(by_label), tuple(by_label.values()))
 
 
@@ -162,8 +170,9 @@ def map_figure(m: BackwardMap) -> Figure:
     # Room for the row labels and the cells, and below them for the legend (two columns):
     # constrained layout keeps the legend outside the axes and below the title.
     label_in = 0.075 * max((len(s) for s in m.labels), default=0)
-    width = max(1.5 + label_in + 0.55 * n_cols, 6.0)
-    height = 1.9 + 0.3 * n_rows + 0.25 * math.ceil(len(used) / 2)
+    title_in = 0.1 * max(len(line) for line in m.title.splitlines())  # the suptitle's width
+    width = max(1.5 + label_in + 0.55 * n_cols, 6.0, title_in)
+    height = 1.9 + 0.2 * m.title.count("\n") + 0.3 * n_rows + 0.25 * math.ceil(len(used) / 2)
     fig = Figure(figsize=(width, height), layout="constrained")
     ax = fig.add_subplot()
     ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
@@ -183,6 +192,7 @@ def map_figure(m: BackwardMap) -> Figure:
     ax.set_xticks(range(n_cols), [str(j) for j in range(n_cols)])
     ax.set_yticks(range(n_rows), list(m.labels))
     ax.set_xlabel("block (0 is fed the data: never an input gradient)")
+    ax.set_ylabel("pattern / mechanism")
     fig.suptitle(m.title)  # above the axes and the legend alike: neither can cover it
     handles = [
         Patch(facecolor=styles[keys.index(k)][1], edgecolor="#636363",
@@ -193,10 +203,12 @@ def map_figure(m: BackwardMap) -> Figure:
     return fig
 
 
-def draw_backward_map(rows: Sequence[Mapping[str, Any]], path: Path) -> BackwardMap:
+def draw_backward_map(
+    rows: Sequence[Mapping[str, Any]], path: Path, setup_name: str | None = None
+) -> BackwardMap:
     """Draw the backward map of one family's ``rows`` (dicts of record fields) to ``path``
     (PNG) and return what it shows. Raises ``ValueError`` as :func:`backward_map` does."""
-    m = backward_map(rows)
+    m = backward_map(rows, setup_name)
     fig = map_figure(m)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=110)

@@ -113,14 +113,21 @@ def _pairwise(a: Row, b: Row) -> tuple[float, float] | None:
 def equivalent(a: Row, b: Row, margin: float = MARGIN) -> bool:
     """Whether the data cannot tell ``a``'s step time from ``b``'s: the one rule of ties.
 
-    With a direct interval of ``a / b`` (both timed in the same rounds) the two are equivalent
-    when it lies inside ``1 ± margin``. Without one, they are equivalent when their intervals
-    of the time ratio to the baseline overlap; a case without an interval is equivalent only to
-    a case of the same time ratio.
+    With a direct interval of ``a / b`` (both timed in the same rounds of their decision group)
+    the two are equivalent when it lies inside ``1 ± margin`` (the record's margin where it
+    has one), distinct when it lies outside that and excludes 1, and not told apart (so kept
+    together: no winner by noise) when it is wider than the margin and holds 1 (a group
+    stopped by its time cap). Without one, they are equivalent when their intervals of the
+    time ratio to the baseline overlap; a case without an interval is equivalent only to a case
+    of the same time ratio.
     """
     direct = _pairwise(a, b)
     if direct is not None:
-        return 1 - margin <= direct[0] and direct[1] <= 1 + margin
+        m = _float(a.get("margin"))
+        m = margin if m is None else m
+        if 1 - m <= direct[0] and direct[1] <= 1 + m:
+            return True
+        return not (direct[1] < 1 or direct[0] > 1)
     la, ha = _float(a.get("time_ratio_ci_low")), _float(a.get("time_ratio_ci_high"))
     lb, hb = _float(b.get("time_ratio_ci_low")), _float(b.get("time_ratio_ci_high"))
     if la is None or ha is None or lb is None or hb is None:

@@ -1,7 +1,8 @@
 """The "Results by model family" section: per setup, an overview table of time ratios with the
 cheapest valid set (:func:`~bench_lib.analysis.ranking.equivalent_set`), every case in detail,
-why the invalid ones are invalid, and the figures. (Named for the tables it writes; the model
-families themselves live in :mod:`bench_lib.measuring.families`.)"""
+why the invalid ones are invalid, and the figures; and per model family its backward map
+(:func:`family_map`). (Named for the tables it writes; the model families themselves live in
+:mod:`bench_lib.measuring.families`.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..axes import step_parts
 from . import plots
+from .backward_map import backward_map, map_figure
 from .format import (
     NOT_MEASURED,
     VERDICT_MEANINGS,
@@ -23,14 +26,29 @@ from .format import (
     fmt_ratio,
     fmt_seconds,
     ratio_ci,
+    records,
+    slug,
     table,
     verdict_label,
 )
 from .ranking import equivalent_set, is_trap, remedy, set_text, trap_notes
-from .results import has_adapter, is_missing, mechanism_order, pattern_label_order
-from .setups import blocks, setup_columns, setup_slug, setup_title, setups
+from .results import has_adapter, is_missing, mechanism_order, pattern_label_order, setup_key
+from .setups import blocks, is_parallel, setup_columns, setup_slug, setup_title, setups
 
-__all__ = ["CASE_COLUMNS", "best_valid", "families", "overview_cell", "setup_tables"]
+__all__ = [
+    "CASE_COLUMNS",
+    "MAP_SETUP",
+    "best_valid",
+    "families",
+    "family_map",
+    "has_flow",
+    "is_eager_float32",
+    "overview_cell",
+    "setup_tables",
+]
+
+#: The set-up a family's backward map shows, in words.
+MAP_SETUP = "eager float32, one process"
 
 #: The every-case table's columns (the seed and LoRA sections pick theirs from the same).
 CASE_COLUMNS: dict[str, CaseColumn] = {
@@ -194,10 +212,14 @@ def _figures(
     # The depth with the most cases (the deepest of those): the fullest breakdown.
     per_depth = Counter(int(r["depth"]) for r in ok)
     depth = max(per_depth, key=lambda d: (per_depth[d], d))
+    # "vs depth" only where the set-up has two depths or more (one depth: every case at it).
+    where = "vs depth" if len(per_depth) >= 2 else f"at depth {depth}"
     return {
         f"{slug}-time-memory.png": (
-            plots.time_memory_vs_depth(sub, f"Step time and peak memory vs depth: {title}"),
-            "Median step time and peak memory against depth",
+            plots.time_memory_vs_depth(
+                sub, f"Time ratio to the baseline and peak memory {where}: {title}"
+            ),
+            f"Time ratio to the baseline with its 95% interval, and peak memory, {where}",
         ),
         f"{slug}-time-ratio.png": (
             plots.ratio_heatmap(sub, f"Time ratio to the baseline: {title}"),
@@ -212,10 +234,66 @@ def _figures(
     }
 
 
+def is_eager_float32(row: Row) -> bool:
+    """The row is a single-process float32 case with no step axis (autocast, compile,
+    checkpointing, a plugin's): the set-up a backward map shows."""
+    if is_parallel(row) or str(row.get("dtype")) != "float32":
+        return False
+    return not step_parts({k: None if is_missing(v) else v for k, v in row.items()})
+
+
+def has_flow(row: Row) -> bool:
+    """The row carries a measured ``block_flow``."""
+    return isinstance(row.get("block_flow"), (list, tuple))
+
+
+def family_map(
+    model: str, rows: list[Row], columns: list[str]
+) -> tuple[list[str], dict[str, Figure]]:
+    """Model family ``model``'s backward map (:mod:`bench_lib.analysis.backward_map`): the
+    link with its one-line caption, and the figure by file name. ``rows`` are the family's rows
+    (LoRA and eval-mode cases included: the map names them in their labels), ``columns`` the
+    set-up's axes (:func:`~bench_lib.analysis.setups.setup_columns`). Of the eager float32
+    single-process set-ups, the map shows the one with the most measured ``block_flow`` rows
+    (the first on a tie), at its most common depth; a family without one gets a sentence."""
+    groups: dict[tuple[Any, ...], list[Row]] = {}
+    for r in rows:
+        if is_eager_float32(r):
+            groups.setdefault(setup_key(r, columns), []).append(r)
+    counts = {k: sum(has_flow(r) for r in g) for k, g in groups.items()}
+    if not any(counts.values()):
+        where = "in its eager float32 single-process cases" if groups else "in one process"
+        return [
+            f"No backward map: the run has no per-block flow (`block_flow`) for {model} {where}.",
+            "",
+        ], {}
+    chosen = groups[max(counts, key=lambda k: counts[k])]
+    first = chosen[0]
+    parts = setup_title(first, "source_label" in columns).split(" · ")[1:]
+    scenario = ["seed scenario"] if first.get("scenario") == "seed" else []
+    m = backward_map(chosen, " · ".join([MAP_SETUP, *scenario, *parts]))
+    name = f"{slug(model)}-backward-map.png"
+    alt = f"Backward map of {model}: what backward did to each block, per pattern and mechanism"
+    caption = (
+        f"*Backward map*, depth {m.depth}, {MAP_SETUP}: per block, whether backward computed "
+        "its weights' gradients (w), its input's (x), both or neither; ✗ marks a starved "
+        "trainable block, a moved frozen one or changed buffers, ≈ rounding drift."
+    )
+    return [f"![{alt}]({name})", "", caption, ""], {name: map_figure(m)}
+
+
 def families(frame: pd.DataFrame) -> tuple[list[str], dict[str, Figure]]:
     """The section's lines and its figures by file name. LoRA cases are left out (their own
     sections compare them; here a mechanism's cell would mix them with plain freezing)."""
     lines = ["## Results by model family", ""]
+    whole = records(frame)  # the backward maps show LoRA cases too
+    flow = any(has_flow(r) for r in whole)
+    if not flow:
+        lines += [
+            "No backward maps: this run has no per-block flow (`block_flow`; files written "
+            "before the field, or only parallel cases, lack it).",
+            "",
+        ]
     adapted = frame[[has_adapter(r) for r in frame.to_dict("records")]]
     if len(adapted):
         frame = frame.drop(adapted.index)
@@ -239,6 +317,12 @@ def families(frame: pd.DataFrame) -> tuple[list[str], dict[str, Figure]]:
     groups = setups(frame)
     for model in sorted({str(rows[0]["model"]) for _, rows in groups}):
         lines += [f"### {model}", ""]
+        if flow:
+            map_lines, map_figures = family_map(
+                model, [r for r in whole if str(r["model"]) == model], setup_columns(frame)
+            )
+            lines += map_lines
+            figures.update(map_figures)
         for _, rows in [s for s in groups if s[1][0]["model"] == model]:
             first = rows[0]
             title = setup_title(first, with_source)

@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from ..journal import JournalError, parse_journal
-from .budget import Budget
+from .budget import SMOKE_ROUNDS, Budget
+from .effects import active as effects_active
+from .group import VALUE_STEPS, WARM_STEPS
 from .spec import Case, CaseError
 
 __all__ = [
@@ -79,6 +81,10 @@ def forward_flops(case: Case) -> float:
     return 2.0 * b * seq * w * w * 12 * d
 
 
+#: Rounds a decision group usually needs at the default margin on the reference machine.
+EXPECTED_ROUNDS = 24
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Seconds of a case: ``overhead_s + steps * (step_overhead_s + 3 * forward FLOPs *
@@ -93,9 +99,21 @@ class CostModel:
         return self.step_overhead_s + 3.0 * forward_flops(case) * self.seconds_per_flop
 
     def steps(self, case: Case, budget: Budget) -> int:
-        rounds = budget.rounds_for(self.step_seconds(case))
-        pairs = 4 * budget.ratio_pairs  # two steps a pair, plus the baseline twin's
-        return budget.warmup_rounds + rounds + pairs + budget.phase_reps + _FIXED_STEPS
+        """Steps of a case: its share of its decision group's rounds (each member runs
+        ``WARM_STEPS + VALUE_STEPS`` steps a round; a group of ``m`` members also times its
+        baseline, so a member's share is about ``(m + 1) / m`` of its own; 1.25 for the
+        typical 4 to 6 members), the rounds expected at the margin (or the fixed rounds), the
+        measurement passes and its calibration."""
+        if budget.smoke:
+            rounds = SMOKE_ROUNDS
+        elif budget.fixed_rounds is not None:
+            rounds = budget.fixed_rounds
+        else:
+            rounds = EXPECTED_ROUNDS
+        group = math.ceil(1.25 * rounds * (VALUE_STEPS + WARM_STEPS))
+        passes = 0 if budget.smoke else budget.warmup_rounds + budget.phase_reps + _FIXED_STEPS
+        twin = 2 * budget.ratio_pairs if any(e.twin for e in effects_active(case)) else 0
+        return group + passes + twin
 
     def seconds(self, case: Case, budget: Budget) -> float:
         launch = PARALLEL_OVERHEAD_S if case.is_parallel else 0.0

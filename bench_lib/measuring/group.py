@@ -66,6 +66,10 @@ __all__ = [
 #: by how well the ratio agrees with long interleaved blocks (see ``docs/measuring.md``).
 VALUE_STEPS = 4
 WARM_STEPS = 2
+#: A step at least this long is its own value, without warm steps: next to it a switch costs
+#: nothing measurable (BERT d4 w128, about 60 ms a step, agreed with long blocks within 1.4%
+#: with one-step values), and a big model cannot afford six steps per member per round.
+LONG_STEP_S = 0.1
 #: The rounds at which the stop rule looks (never in between: fewer looks, fewer chances for
 #: noise to stop a group early).
 LOOKS: tuple[int, ...] = (8, 12, 16, 24, 32, 48, 64)
@@ -123,13 +127,17 @@ def pair_result(a: Sequence[float], b: Sequence[float]) -> PairResult:
 
 
 def classify(pair: PairResult, margin: float) -> str:
-    """``equivalent`` (interval inside 1 +/- margin), ``distinct`` (otherwise, with an
-    interval), or ``unknown`` (no interval)."""
+    """``equivalent`` (interval inside 1 +/- margin), ``distinct`` (interval excludes 1),
+    ``unresolved`` (interval wider than the margin and holding 1: the rounds could not tell
+    them apart, nor show them the same), or ``unknown`` (no interval). A resolved pair (width
+    at most the margin) is always equivalent or distinct."""
     if pair.low is None or pair.high is None:
         return "unknown"
     if 1 - margin <= pair.low and pair.high <= 1 + margin:
         return "equivalent"
-    return "distinct"
+    if pair.high < 1 or pair.low > 1:
+        return "distinct"
+    return "unresolved"
 
 
 @dataclass
@@ -150,9 +158,11 @@ class GroupResult:
         return pair_result(self.values[a], self.values[b])
 
 
-def design_label(seed: int, margin: float, cap_s: float) -> str:
+def design_label(
+    seed: int, margin: float, cap_s: float, value_steps: int = VALUE_STEPS, warm: int = WARM_STEPS
+) -> str:
     return (
-        f"williams seed {seed}; values of {VALUE_STEPS} steps after {WARM_STEPS} warm step(s) "
+        f"williams seed {seed}; values of {value_steps} steps after {warm} warm step(s) "
         f"at each switch; looks at {','.join(map(str, LOOKS))} rounds; margin {margin:g}; "
         f"cap {cap_s:g} s"
     )
@@ -179,11 +189,15 @@ def time_group(
     seed: int = 0,
     looks: Sequence[int] = LOOKS,
     min_rounds: int | None = None,
+    value_steps: int | None = None,
+    warm_steps: int | None = None,
 ) -> GroupResult:
     """Time the members ``steps`` (name -> one step, device-synchronized) in rounds until the
     needed pairs resolve at ``margin`` or ``cap_s`` seconds pass (checked at each look; the
     first look always completes). ``valid`` says which members may be recommended (only they
     make needed pairs). ``min_rounds`` (default: the first look) is the least rounds run."""
+    value_n = VALUE_STEPS if value_steps is None else value_steps
+    warm_n = WARM_STEPS if warm_steps is None else warm_steps
     names = list(steps)
     orders = williams_orders(len(names), seed)
     values: dict[str, list[float]] = {n: [] for n in names}
@@ -201,12 +215,12 @@ def time_group(
             for i in order:
                 name = names[i]
                 step = steps[name]
-                for _ in range(WARM_STEPS):
+                for _ in range(warm_n):
                     step()
                 t0 = Clock.now()
-                for _ in range(VALUE_STEPS):
+                for _ in range(value_n):
                     step()
-                values[name].append((Clock.now() - t0) / VALUE_STEPS)
+                values[name].append((Clock.now() - t0) / value_n)
             if gc_was:
                 gc.enable()
             gc.collect()
@@ -228,7 +242,7 @@ def time_group(
         rounds,
         resolved,
         widest,
-        design_label(seed, margin, cap_s),
+        design_label(seed, margin, cap_s, value_n, warm_n),
         Clock.now() - start,
         needed,
     )
@@ -428,9 +442,11 @@ def _time(
     elif budget.fixed_rounds is not None:
         looks = (budget.fixed_rounds,)
     first = min(max(looks[0], _min_rounds(budget, step_s)), looks[-1])
+    long = bool(step_s) and max(step_s.values()) >= LONG_STEP_S
+    shape = {"value_steps": 1, "warm_steps": 0} if long else {}
     if together:
         return [time_group(steps, valid, margin=margin, cap_s=budget.group_cap_s, seed=seed,
-                           looks=looks, min_rounds=first)]  # fmt: skip
+                           looks=looks, min_rounds=first, **shape)]  # fmt: skip
     # Too big to keep alive together: the baseline plus two members at a time, so that every
     # pair still has direct ratios (each sub-group's rounds are its own, and a pair's ratios
     # come from the sub-group that timed both).
@@ -439,7 +455,7 @@ def _time(
     return [
         time_group({n: steps[n] for n in sub}, valid, margin=margin,
                    cap_s=budget.group_cap_s / len(subsets), seed=seed, looks=looks,
-                   min_rounds=first)
+                   min_rounds=first, **shape)
         for sub in subsets
     ]  # fmt: skip
 
@@ -450,7 +466,8 @@ def _min_rounds(budget: Budget, step_s: Mapping[str, float]) -> int:
     if budget.smoke or not step_s:
         return 1
     slowest = max(step_s.values())
-    return math.ceil(budget.target_time_s / (VALUE_STEPS * slowest)) if slowest > 0 else 1
+    value_steps = 1 if slowest >= LONG_STEP_S else VALUE_STEPS
+    return math.ceil(budget.target_time_s / (value_steps * slowest)) if slowest > 0 else 1
 
 
 def _fill(

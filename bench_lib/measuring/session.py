@@ -144,12 +144,13 @@ def budget_from(get: GetOption, budget: Budget) -> Budget:
     if (text := get("--bench-pairs")) is not None:
         pairs = parse_ints("--bench-pairs", text)[0]
         budget = replace(budget, ratio_pairs=pairs, fixed_rounds=pairs)
-    for option, name in (("--bench-margin", "margin"), ("--bench-group-time", "group_cap_s")):
-        if (text := get(option)) is not None:
-            value = _positive_number(option, text)
-            if name == "margin" and not value < 1:
-                raise CaseError(f"{option}={text!r} must be a fraction below 1, e.g. 0.05")
-            budget = replace(budget, **{name: value})
+    if (text := get("--bench-margin")) is not None:
+        margin = _positive_number("--bench-margin", text)
+        if not margin < 1:
+            raise CaseError(f"--bench-margin={text!r} must be a fraction below 1, e.g. 0.05")
+        budget = replace(budget, margin=margin)
+    if (text := get("--bench-group-time")) is not None:
+        budget = replace(budget, group_cap_s=_positive_number("--bench-group-time", text))
     if (text := get("--bench-time")) is not None:
         budget = replace(budget, target_time_s=_positive_number("--bench-time", text))
     if get("--bench-smoke"):

@@ -249,9 +249,18 @@ BATCHNORM_REASON = (
 )
 
 
+#: Parallel set-ups that cannot run a model with tied parameters, and why.
+TIED_REFUSED = {
+    "fsdp": "FSDP2's fully_shard cannot put a parameter shared across blocks in two FSDP groups",
+    "fsdp1_orig_params": "FSDP1 with use_orig_params=True gives the second name of a tied "
+    "parameter a flat view of its shard (torch 2.13: the forward fails with a size mismatch)",
+}
+
+
 def parallel_skip_reason(base: Case) -> str | None:
     """Why ``base`` (a baseline with a parallel set-up) cannot run, or ``None``: the model has
-    BatchNorm (:data:`BATCHNORM_REASON`), or torch has no ``torch.distributed``."""
+    BatchNorm (:data:`BATCHNORM_REASON`), it ties parameters under a set-up of
+    :data:`TIED_REFUSED`, or torch has no ``torch.distributed``."""
     import torch.distributed
 
     if not torch.distributed.is_available():
@@ -261,7 +270,15 @@ def parallel_skip_reason(base: Case) -> str | None:
     model = skeleton(base).model
     batchnorm = nn.modules.batchnorm._BatchNorm
     norms = sorted({type(m).__name__ for m in model.modules() if isinstance(m, batchnorm)})
-    return f"{BATCHNORM_REASON} ({', '.join(norms)} in {base.model})" if norms else None
+    if norms:
+        return f"{BATCHNORM_REASON} ({', '.join(norms)} in {base.model})"
+    if base.parallel in TIED_REFUSED:
+        seen: dict[int, str] = {}
+        for name, p in model.named_parameters(remove_duplicate=False):
+            if id(p) in seen:
+                return f"{base.model} ties {seen[id(p)]} and {name}: {TIED_REFUSED[base.parallel]}"
+            seen[id(p)] = name
+    return None
 
 
 def _axis_values(axis: Axis, grid: Grid, profile: Profile, f: Filters) -> tuple[Any, ...]:

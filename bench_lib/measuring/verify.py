@@ -115,6 +115,7 @@ __all__ = [
     "adapter_deltas",
     "block_cells",
     "check_case",
+    "reference_case",
     "rel_err",
     "tolerance",
     "ulp",
@@ -182,14 +183,20 @@ def rel_err(g: Tensor, ref: Tensor) -> float:
     return diff / norm if norm > 0 else diff
 
 
+def reference_case(case: Case) -> Case:
+    """The case whose model is the reference of an adapted ``case``: the same adapted model
+    (the case's parameter names) with the frozen blocks under ``requires_grad`` (which cuts
+    nothing), so that it computes the gradients the adapters and the head should get."""
+    if case.adapter == "none":
+        raise ValueError(f"{case.id} has no adapter: its reference is the baseline's model")
+    return case if case.pattern == "none" else dataclasses.replace(case, mechanism="requires_grad")
+
+
 def _reference(case: Case) -> Built:
     """The reference model: the baseline's, in the case's train/eval modes; with an adapter,
     the same adapted model with the frozen blocks under ``requires_grad``."""
     if case.adapter != "none":
-        ref_case = (
-            case if case.pattern == "none" else dataclasses.replace(case, mechanism="requires_grad")
-        )
-        return build_workload(ref_case).built
+        return build_workload(reference_case(case)).built
     ref = families.build(case.baseline())
     freeze_plan(case, ref).set_mode(case.frozen_mode)
     return ref

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, TypeVar
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ...vocab import STEP_AXES
+from ...axes import step_axes
 from ..format import NOT_MEASURED, Row, code, join, records
 from ..results import Run, has_adapter, has_step_axis, is_missing
 from ..setups import is_parallel, setup_columns
@@ -61,7 +61,7 @@ class Facts:
         """The measured rows with these axis values; without an ``adapter`` given, only rows
         without an adapter (the findings about freezing mechanisms never mix LoRA cases in)."""
         axes.setdefault("adapter", "none")
-        for axis, values in STEP_AXES.items():  # and eager float32 steps only, unless asked
+        for axis, values in step_axes().items():  # and eager float32 steps only, unless asked
             axes.setdefault(axis, values[0])
         return [r for r in self.ok if all(r.get(k) == v for k, v in axes.items())]
 

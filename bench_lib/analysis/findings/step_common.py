@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...vocab import STEP_AXES
+from ...axes import step_axes
 from ..format import Row
 from ..results import IDENTITY_AXES, has_adapter, has_step_axis, is_missing, setup_key
 from . import Facts
@@ -19,13 +19,13 @@ AXIS_TITLES: dict[str, str] = {
     "checkpoint": "checkpointed",
 }
 
-_EAGER_KEY = ("source", *(a for a in IDENTITY_AXES if a not in STEP_AXES))
+_EAGER_KEY = ("source", *(a for a in IDENTITY_AXES if a not in step_axes()))
 
 
 def axis_label(row: Row) -> str:
     """``"autocast bf16"``, ``"compiled"``, ``"checkpointed"`` (joined with ``+``)."""
     parts = []
-    for axis, values in STEP_AXES.items():
+    for axis, values in step_axes().items():
         value: Any = row.get(axis)
         if is_missing(value) or value == values[0]:
             continue

@@ -19,13 +19,12 @@ import contextlib
 import dataclasses
 import importlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ...vocab import ADAPTERS, STEP_AXES
+from ...axes import AXES, Axis
 from ..families.base import Built, Inputs, call_model
 from ..mechanisms.base import FreezePlan, StepState, Uninstall
 from ..mechanisms.context import remove_all
@@ -58,29 +57,10 @@ __all__ = [
 REGISTRY: Registry[Effect] = Registry(__name__, Effect, "effect", CaseError)
 
 
-@dataclass(frozen=True)
-class AxisInfo:
-    """What the effects need of an axis declaration: its default and its effect's module."""
-
-    default: Any
-    #: Dotted module path of the effect of an axis declared outside this package ("": none).
-    effect: str = ""
-
-
-def axis_table() -> dict[str, AxisInfo]:
-    """Every axis that may have an effect: the shared axis table (``bench_lib.axes.AXES``)
-    where it exists, else the step axes and the adapter of :mod:`bench_lib.vocab`."""
-    try:
-        module = importlib.import_module("bench_lib.axes")
-    except ModuleNotFoundError as e:
-        if e.name != "bench_lib.axes":
-            raise
-        table = {name: AxisInfo(values[0]) for name, values in STEP_AXES.items()}
-        return {**table, "adapter": AxisInfo(ADAPTERS[0])}
-    return {
-        name: AxisInfo(axis.default, getattr(axis, "effect", "") or "")
-        for name, axis in module.AXES.items()
-    }
+def axis_table() -> dict[str, Axis]:
+    """Every axis that may have an effect: the shared axis table (:data:`bench_lib.axes.AXES`,
+    an axis declared outside the package included)."""
+    return AXES
 
 
 def get_effect(name: str) -> Effect:

@@ -34,12 +34,22 @@ from torch import Tensor, nn
 
 from .. import families
 from ..devices import DeviceUnavailable
+from ..effects.amp import autocast
 from ..families.base import Built, call_model, inputs_to
 from ..mechanisms import FreezePlan
 from ..spec import Case
-from ..training import freeze_plan
-from ..verify import BATCH_SEED, CHECK_STEPS, GRAD_RTOL, Findings, Verdict, rel_err, verdict
-from .strategies import GradPiece, param_names
+from ..training import Workload, freeze_plan, prepare
+from ..verify import (
+    BATCH_SEED,
+    CHECK_STEPS,
+    Findings,
+    Verdict,
+    reference_case,
+    rel_err,
+    tolerance,
+    verdict,
+)
+from .strategies import GradPiece, Strategy, param_names
 from .workload import build_rank_workload, concat_batches, rank_batch
 
 __all__ = ["check_rank"]
@@ -57,9 +67,15 @@ class _Reference:
 
 
 def _reference(case: Case) -> tuple[Built, _Reference]:
-    ref = families.build(case.baseline())
-    plan = freeze_plan(case, ref)
-    plan.set_mode(case.frozen_mode)
+    """The reference: the baseline's plain model in the case's train/eval modes; with an
+    adapter, the same adapted model (its parameter names are the case's) with the frozen blocks
+    under ``requires_grad``, as in one process (:func:`~..verify.reference_case`)."""
+    if case.adapter != "none":
+        ref, plan, *_ = prepare(reference_case(case))
+    else:
+        ref = families.build(case.baseline())
+        plan = freeze_plan(case, ref)
+        plan.set_mode(case.frozen_mode)
     names = param_names(ref.model)
     intended = plan.trainable_params()
     frozen = [names[id(p)] for p in plan.frozen_params()] + [n for n, _ in plan.frozen_buffers()]
@@ -74,6 +90,30 @@ def check_rank(case: Case, rank: int, steps: int = CHECK_STEPS) -> Verdict:
         raise
     except Exception as e:  # the set-up or the mechanism refused: that is the finding
         return Verdict("error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+def _ties(model: nn.Module) -> dict[str, str]:
+    """Every name of a tied parameter but its first, to its first name
+    (``lm_head.weight -> transformer.wte.weight``)."""
+    first: dict[int, str] = {}
+    out: dict[str, str] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            out[n] = first[id(p)]
+        else:
+            first[id(p)] = n
+    return out
+
+
+def _full_state(setup: Strategy, w: Workload, ties: dict[str, str]) -> dict[str, Tensor]:
+    """The case's full state (:meth:`~.strategies.base.Strategy.full_state`), a tied
+    parameter's other names holding its first name's tensor: FSDP1 with ``use_orig_params``
+    gives the second name of a tied parameter as a flat slice of its shard."""
+    state = setup.full_state(w.built, w.wrapper)
+    for alias, name in ties.items():
+        if name in state:
+            state[alias] = state[name]
+    return state
 
 
 def _moved(
@@ -97,12 +137,13 @@ def _check(case: Case, rank: int, steps: int) -> Verdict:
     for _ in range(w.mechanism.warm_steps):
         w.step()
     built, ref = _reference(case)
+    ties = _ties(ref.model)
     index = {n: j for j, n in enumerate(ref.names)}
     frozen_params = {n for n in ref.frozen if n in dict(ref.model.named_parameters())}
     f = Findings()
-    tol = GRAD_RTOL[case.dtype]
+    tol = tolerance(case)
     dtype = getattr(torch, case.dtype)
-    state = setup.full_state(w.built, w.wrapper)
+    state = _full_state(setup, w, ties)
     for k in range(steps):
         batches = [rank_batch(case, built, BATCH_SEED + k, r) for r in range(case.world)]
         x, y = batches[rank]
@@ -110,9 +151,11 @@ def _check(case: Case, rank: int, steps: int) -> Verdict:
         gx, gy = concat_batches(batches)
         ref.model.load_state_dict(state)
         ref.model.zero_grad(set_to_none=True)
-        built.loss(
-            call_model(ref.model, inputs_to(gx, w.device, dtype)), gy.to(w.device)
-        ).backward()
+        with autocast(case, w.device.type):  # the case's own autocast (none: a null context)
+            loss = built.loss(
+                call_model(ref.model, inputs_to(gx, w.device, dtype)), gy.to(w.device)
+            )
+        loss.backward()
         expected = {
             n: p.grad for n, p in ref.model.named_parameters() if n in index and p.grad is not None
         }
@@ -136,7 +179,7 @@ def _check(case: Case, rank: int, steps: int) -> Verdict:
         if setup.replicated and _ranks_disagree(pieces):
             f.disagree += 1
         w.optimizer_step()
-        state = setup.full_state(w.built, w.wrapper)
+        state = _full_state(setup, w, ties)
         _moved(before, state, frozen_params, f)
     merged = Findings()
     gathered: list[Findings | None] = [None] * case.world
