@@ -74,7 +74,8 @@ def test_doc_links_resolve():
 
 
 def _rewrite() -> None:
-    """``python tests/test_docs.py``: write the generated tables into the docs."""
+    """``PYTHONPATH=. python tests/test_docs.py``: write the generated tables, and each
+    profile's case count, into the docs."""
     from bench_lib.measuring.session import options_markdown
 
     for name, block, text in (
@@ -86,6 +87,14 @@ def _rewrite() -> None:
         head, rest = doc.split(f"<!-- {block}:start -->\n", 1)
         tail = rest.split(f"<!-- {block}:end -->", 1)[1]
         path.write_text(f"{head}<!-- {block}:start -->\n{text}\n<!-- {block}:end -->{tail}")
+    from bench_lib.measuring.sweep import PROFILES, Filters, generate
+
+    path = ROOT / "docs" / "models.md"
+    doc = path.read_text(encoding="utf-8")
+    for name, profile in PROFILES.items():
+        count = len(generate(profile, Filters()).cases)
+        doc = re.sub(rf"^(\| `{name}` \|.*\| )\d+( \|)$", rf"\g<1>{count}\2", doc, flags=re.M)
+    path.write_text(doc)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import gc
 import json
 from collections.abc import Iterator, Sequence
@@ -22,6 +23,7 @@ from test_isolation import TINY, _census, _time_steps  # the census of what a ca
 from bench_lib.analysis.findings import REGISTRY, facts, findings
 from bench_lib.analysis.glance import family_pattern_table
 from bench_lib.analysis.results import load_run, tidy
+from bench_lib.axes import Axis
 from bench_lib.measuring import effects, memory, runner, sweep, verify
 from bench_lib.measuring.budget import SMOKE_ROUNDS, Budget
 from bench_lib.measuring.effects.base import Effect
@@ -325,10 +327,11 @@ def test_an_axis_declared_elsewhere_finds_its_effect_module(
         encoding="utf-8",
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    table = {**effects.axis_table(), "clip": effects.AxisInfo("off", "clip_effect")}
+    clip = Axis("clip", "clip gradients", values=("off", "on"), role="step", effect="clip_effect")
+    table = {**effects.axis_table(), "clip": clip}
     monkeypatch.setattr(effects, "axis_table", lambda: table)
     assert effects.get_effect("clip").name == "clip"
-    table["clip"] = effects.AxisInfo("off", "bench_lib.measuring.effects.amp")
+    table["clip"] = dataclasses.replace(clip, effect="bench_lib.measuring.effects.amp")
     with pytest.raises(CaseError, match="must define one Effect named 'clip'"):
         effects.get_effect("clip")
 

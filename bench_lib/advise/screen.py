@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..vocab import MECHANISMS, TRAP_MECHANISMS
+
 __all__ = [
     "MAX_LINES",
     "RESOLVED_WIDTH",
@@ -144,14 +146,8 @@ def rows_from_json(data: Mapping[str, Any]) -> list[Row]:
     )
 
 
-_MECH_ORDER = (
-    "none",
-    "no_grad",
-    "inference_mode",
-    "requires_grad",
-    "optimizer_only",
-    "backward_inputs",
-)
+#: The baseline, then the mechanisms people use on purpose (advise never runs a trap).
+_MECH_ORDER = tuple(m for m in MECHANISMS if m not in TRAP_MECHANISMS)
 
 
 def equivalent_set(rows: Sequence[Row]) -> list[Row]:

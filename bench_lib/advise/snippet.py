@@ -59,6 +59,11 @@ def snippet(
     else:
         frozen = [f"frozen = {frozen_expression(blocks, stacks)}"]
         modules = "frozen"
+    ids = (
+        "{id(p) for p in frozen}"
+        if modules is None
+        else "{id(p) for m in frozen for p in m.parameters()}"
+    )
     if mechanism in ("requires_grad", "no_grad", "inference_mode"):
         if modules is None:
             lines = [*frozen, "for p in frozen:", "    p.requires_grad_(False)"]
@@ -70,22 +75,12 @@ def snippet(
             "optimizer = torch.optim.AdamW(p for p in model.parameters() if p.requires_grad)"
         )
     elif mechanism == "optimizer_only":
-        ids = (
-            "{id(p) for p in frozen}"
-            if modules is None
-            else ("{id(p) for m in frozen for p in m.parameters()}")
-        )
         lines = [
             *frozen,
             f"skip = {ids}",
             "optimizer = torch.optim.AdamW(p for p in model.parameters() if id(p) not in skip)",
         ]
     elif mechanism == "backward_inputs":
-        ids = (
-            "{id(p) for p in frozen}"
-            if modules is None
-            else ("{id(p) for m in frozen for p in m.parameters()}")
-        )
         lines = [
             *frozen,
             f"skip = {ids}",

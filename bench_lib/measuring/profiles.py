@@ -484,6 +484,7 @@ PROFILES: dict[str, Profile] = {
             max_rounds=60,
             ratio_pairs=16,
             phase_reps=5,
+            group_cap_s=8.0,
         ),
     ),
     "gpu": Profile(

@@ -34,7 +34,6 @@ from .base import Effect, ForwardLoss, Loss, StepError
 
 __all__ = [
     "REGISTRY",
-    "AxisInfo",
     "Effect",
     "StepEffects",
     "StepError",
