@@ -288,6 +288,32 @@ def _checkpoint_needs_trainable_blocks(v: Values) -> str | None:
     return None
 
 
+def _compile_under_fsdp1(v: Values) -> str | None:
+    if v["compile"] == "on" and v["parallel"] == "fsdp1":
+        return (
+            "--bench-compile on with --bench-parallel fsdp1: torch.compile compiles no frame of "
+            "the step in FSDP1's (FullyShardedDataParallel, flat parameters) workers with this "
+            "torch, so the step would run eager; FSDP2 (fsdp) and fsdp1_orig_params compile"
+        )
+    return None
+
+
+def _compile_ddp_unused(v: Values) -> str | None:
+    if (
+        v["compile"] == "on"
+        and v["parallel"] == "ddp"
+        and v["mechanism"] in ("no_grad", "inference_mode", "inference_mode_nocopy")
+        and v["pattern"] != "none"
+    ):
+        return (
+            f"--bench-compile on with plain ddp and {v['mechanism']}: the frozen blocks' "
+            "parameters are unused, which plain DDP refuses in eager steps (its reduction "
+            "error); compiled, the step runs, but the case's eager passes (the FLOP count, the "
+            "compile-off twin) are refused, so it cannot be measured whole: use ddp_find_unused"
+        )
+    return None
+
+
 def _adapter_needs_trainable_blocks(v: Values) -> str | None:
     if v["adapter"] != "none" and v["pattern"] == "all_but_head":
         return "pattern all_but_head with an adapter leaves no block to adapt"
@@ -570,6 +596,10 @@ _BUILTIN: tuple[Axis, ...] = (
         id_rank=21,
         fragment=_off_or(lambda c: "compiled", "off", "compile"),
         title=_off_or(lambda c: "compiled", "off", "compile"),
+        skips=(
+            SkipRule("compile under fsdp1", _compile_under_fsdp1),
+            SkipRule("compile with ddp and unused parameters", _compile_ddp_unused),
+        ),
         docs_default="`off`",
     ),
     Axis(

@@ -377,3 +377,18 @@ def test_tied_weights_are_a_declared_skip_under_fsdp2_and_fsdp1_orig_params(
     reason = parallel_skip_reason(Case("gpt2", 2, 32, 2, parallel=parallel, world=2))
     assert reason is not None and "ties transformer.wte.weight and lm_head.weight" in reason
     assert parallel_skip_reason(Case("gpt2", 2, 32, 2, parallel="ddp", world=2)) is None
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize(("model", "parallel"), [("bert", "ddp"), ("gpt2", "fsdp1")])
+def test_a_transformers_baseline_gets_the_reference_gradients(model: str, parallel: str) -> None:
+    """A baseline is never wrong: BERT's attention key biases (a gradient that is zero in exact
+    arithmetic, rounding noise in both runs) are compared above the noise floor, and FSDP1 keeps
+    GPT-2's tied embedding in the root unit, where the LM head's gradient reaches it."""
+    from bench_lib.measuring.families import get_family
+
+    if get_family(model).unavailable() is not None:
+        pytest.skip("transformers is not installed")
+    case = Case(model, 2, 32, 2, parallel=parallel, world=2, extra=(("seq_len", 8),))
+    (v,) = _run(case, TorchRun.check)
+    assert v.verdict == "ok", v.detail

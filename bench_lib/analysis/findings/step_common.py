@@ -5,32 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...axes import step_axes
+from ...axes import step_axes, step_parts
 from ..format import Row
 from ..results import IDENTITY_AXES, has_adapter, has_step_axis, is_missing, setup_key
 from . import Facts
 
-__all__ = ["AXIS_TITLES", "axis_label", "eager_twins", "step_rows"]
-
-#: How each step axis's value reads in a report.
-AXIS_TITLES: dict[str, str] = {
-    "amp": "autocast",
-    "compile": "compiled",
-    "checkpoint": "checkpointed",
-}
+__all__ = ["axis_label", "eager_twins", "step_rows"]
 
 _EAGER_KEY = ("source", *(a for a in IDENTITY_AXES if a not in step_axes()))
 
 
 def axis_label(row: Row) -> str:
-    """``"autocast bf16"``, ``"compiled"``, ``"checkpointed"`` (joined with ``+``)."""
-    parts = []
-    for axis, values in step_axes().items():
-        value: Any = row.get(axis)
-        if is_missing(value) or value == values[0]:
-            continue
-        parts.append(f"{AXIS_TITLES[axis]} {value}" if axis == "amp" else AXIS_TITLES[axis])
-    return " + ".join(parts)
+    """``"autocast bf16"``, ``"compiled"``, ``"checkpointed"`` (joined with ``+``): each step
+    axis's title from the axis table (an axis declared outside the package included)."""
+    values: dict[str, Any] = {k: None if is_missing(v) else v for k, v in row.items()}
+    return " + ".join(title for title, _ in step_parts(values))
 
 
 def step_rows(f: Facts, *, failed: bool = False) -> list[Row]:

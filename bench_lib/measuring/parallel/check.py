@@ -26,6 +26,7 @@ library's own message, as for a mechanism that raises in one process.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -163,6 +164,7 @@ def _check(case: Case, rank: int, steps: int) -> Verdict:
         w.mechanism.zero_grad(w)
         w.backward(w.forward_loss())
         pieces = setup.grad_pieces(w.built, w.wrapper, expected, rank, case.world)
+        floor = _noise_floor(expected.values(), dtype)
         for piece in pieces:
             exp = piece.expected
             if exp.numel() == 0 or not bool(exp.any()):
@@ -171,7 +173,7 @@ def _check(case: Case, rank: int, steps: int) -> Verdict:
             if g is None or not bool(g.any()):
                 f.cut.add(index[piece.name])
                 continue
-            err = rel_err(g, exp)
+            err = _rel_err(g, exp, floor)
             if err > tol:
                 f.mismatch = max(f.mismatch, err)
             else:
@@ -189,6 +191,27 @@ def _check(case: Case, rank: int, steps: int) -> Verdict:
         merged.merge(other)
     del rw, w
     return verdict(ref, merged, tol, steps)
+
+
+def _noise_floor(expected: Iterable[Tensor], dtype: torch.dtype) -> float:
+    """The norm below which a reference gradient is rounding noise: ``dtype``'s epsilon times
+    the norm of all the reference gradients together. A gradient that is zero in exact
+    arithmetic (an attention key's bias: softmax ignores a shift that is the same for every
+    key) comes out of either run as noise of about that size, summed in another order over
+    the ranks' batches than over the global batch: relative to its own norm, that noise is
+    O(1)."""
+    norms = [torch.linalg.vector_norm(e.float()) for e in expected]
+    if not norms:
+        return 0.0
+    return torch.finfo(dtype).eps * float(torch.linalg.vector_norm(torch.stack(norms)))
+
+
+def _rel_err(g: Tensor, exp: Tensor, floor: float) -> float:
+    """:func:`~..verify.rel_err`, relative to at least ``floor`` (:func:`_noise_floor`)."""
+    norm = float(torch.linalg.vector_norm(exp.float()))
+    if norm >= floor:
+        return rel_err(g, exp)
+    return float(torch.linalg.vector_norm(g.float() - exp.float())) / floor if floor > 0 else 0.0
 
 
 def _ranks_disagree(pieces: list[GradPiece]) -> bool:

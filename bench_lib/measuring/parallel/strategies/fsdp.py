@@ -74,9 +74,27 @@ class Fsdp2(Strategy):
         return pieces
 
 
+def _shares_outside(model: nn.Module, module: nn.Module) -> bool:
+    """Whether a parameter of ``module`` is also a parameter of ``model`` outside ``module``
+    (GPT-2's ``wte.weight``, which is ``lm_head.weight``)."""
+    inside = {id(p) for p in module.parameters()}
+    inside_modules = {id(m) for m in module.modules()}
+    outside = {
+        id(p)
+        for m in model.modules()
+        if id(m) not in inside_modules
+        for p in m.parameters(recurse=False)
+    }
+    return bool(inside & outside)
+
+
 class Fsdp1(Strategy):
     """``FullyShardedDataParallel`` with every block its own unit (``lambda_auto_wrap_policy``)
-    and the root holding the rest."""
+    and the root holding the rest. A block module that shares a parameter with a module outside
+    it (tied embeddings) stays in the root: FSDP1 flattens a shared parameter into the first
+    unit that wraps it and drops the gradient of its use in another unit (torch 2.13: GPT-2's
+    ``wte.weight`` got the embedding's gradient only, without the LM head's), so a shared
+    parameter must sit in the lowest unit above all its uses, as FSDP1's documentation asks."""
 
     def __init__(self, name: str, doc: str, use_orig_params: bool) -> None:
         self.name = name
@@ -87,7 +105,12 @@ class Fsdp1(Strategy):
         from torch.distributed.fsdp import FullyShardedDataParallel
         from torch.distributed.fsdp.wrap import lambda_auto_wrap_policy
 
-        blocks = {id(m) for modules in _block_modules(built) for m in modules}
+        blocks = {
+            id(m)
+            for modules in _block_modules(built)
+            for m in modules
+            if not _shares_outside(built.model, m)
+        }
         policy = functools.partial(lambda_auto_wrap_policy, lambda_fn=lambda m: id(m) in blocks)
         # FSDP1 takes the device of its shards from device_id, on CPU as well.
         return FullyShardedDataParallel(
