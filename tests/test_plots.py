@@ -58,12 +58,10 @@ def test_time_values_are_drawn_in_the_order_of_the_ratios(default: pd.DataFrame)
     ratios = {m: float(r) for m, r in zip(cases["mechanism"], cases["time_ratio"], strict=True)}
     ys = {m: drawn[f"time|middle|{m}|16"] for m in ratios}
     assert sorted(ys, key=ys.__getitem__) == sorted(ratios, key=ratios.__getitem__)
-    # optimizer_only's paired ratio is 0.88: drawn below the baseline's line at 1, although its
-    # median was timed above the baseline's (15.98 ms against 13.04 ms, at another moment).
-    assert ratios["optimizer_only"] == pytest.approx(0.879, abs=0.001)
-    assert ys["optimizer_only"] < 1.0
-    row = cases[cases["mechanism"] == "optimizer_only"].iloc[0]
-    assert float(row["median_s"]) > float(row["base_median_s"])
+    # A case faster than its baseline in the paired ratio is drawn below the line at 1,
+    # whatever its median timed at another moment says.
+    for mech, ratio in ratios.items():
+        assert (ys[mech] < 1.0) == (ratio < 1.0)
     # Every drawn value is the ratio itself.
     for mech, y in ys.items():
         assert y == pytest.approx(ratios[mech])

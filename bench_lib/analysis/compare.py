@@ -51,6 +51,7 @@ __all__ = [
     "RatioTest",
     "Resolution",
     "auto_ignored_axes",
+    "between_runs",
     "compare",
     "holm",
     "welch_log_ratio",
@@ -96,7 +97,7 @@ class RatioTest:
     df: float
 
 
-def welch_log_ratio(base: Sequence[float], new: Sequence[float]) -> RatioTest:
+def welch_log_ratio(base: Sequence[float], new: Sequence[float], between: float = 0.0) -> RatioTest:
     """Welch's two-sample t-test on ``log(new)`` against ``log(base)`` (per-pair time ratios).
 
     The statistic is ``d / se`` with ``d = mean(log new) - mean(log base)`` and
@@ -105,17 +106,21 @@ def welch_log_ratio(base: Sequence[float], new: Sequence[float]) -> RatioTest:
     :func:`scipy.stats.ttest_ind` with ``equal_var=False``). Two constant samples give ``se = 0``:
     p is 1 when they are equal and 0 otherwise.
 
+    ``between`` is the standard deviation of the run-to-run change of a case's log ratio that
+    no round of one run can see (see :func:`between_runs`): its square joins the variance of
+    the difference, so a case is flagged only beyond what two runs of the same code give.
+
     Raises ``ValueError`` when a side has fewer than 2 values or a value is not positive.
     """
     lb, ln = _logs(base, "base"), _logs(new, "new")
     nb, nn = len(lb), len(ln)
     d = float(ln.mean() - lb.mean())
     vb, vn = float(lb.var(ddof=1)) / nb, float(ln.var(ddof=1)) / nn
-    se = math.sqrt(vb + vn)
+    se = math.sqrt(vb + vn + between**2)
     if se == 0.0:
         p = 1.0 if d == 0.0 else 0.0
         return RatioTest(math.exp(d), math.exp(d), math.exp(d), p, 0.0, math.inf)
-    df = (vb + vn) ** 2 / (vb**2 / (nb - 1) + vn**2 / (nn - 1))
+    df = (vb + vn) ** 2 / (vb**2 / (nb - 1) + vn**2 / (nn - 1)) if vb + vn > 0 else math.inf
     p = float(2.0 * stats.t.sf(abs(d) / se, df))
     half = float(stats.t.isf((1.0 - CONFIDENCE) / 2.0, df)) * se
     return RatioTest(math.exp(d), math.exp(d - half), math.exp(d + half), p, se, df)
@@ -271,15 +276,36 @@ def _pairs(row: pd.Series) -> list[float]:
     return [float(v) for v in data]
 
 
+def between_runs(pairs: Sequence[tuple[Sequence[float], Sequence[float]]]) -> float:
+    """The run-to-run spread of a case's log ratio beyond what its rounds show: the robust
+    standard deviation (1.4826 x MAD) of the tested cases' log changes, less (in variance) the
+    median variance the rounds themselves give; 0 below 10 cases. Two runs of the same code
+    move some cases' ratios by a few percent (a process's memory layout, its caches) although
+    each run's rounds are tight; a change must stand out from that. The MAD ignores the
+    minority of cases that really changed."""
+    if len(pairs) < 10:
+        return 0.0
+    logs = [float(np.log(xn).mean() - np.log(xb).mean()) for xb, xn in pairs]
+    within = [
+        float(np.log(xb).var(ddof=1)) / len(xb) + float(np.log(xn).var(ddof=1)) / len(xn)
+        for xb, xn in pairs
+    ]
+    centre = float(np.median(logs))
+    spread = 1.4826 * float(np.median([abs(x - centre) for x in logs]))
+    return math.sqrt(max(0.0, spread**2 - float(np.median(within))))
+
+
 def _tests(
     rows: list[tuple[pd.Series, pd.Series]], alpha: float, min_change: float
 ) -> list[dict[str, Any]]:
     """Per aligned pair of rows: the ratio test's columns, Holm-adjusted across the tested."""
+    samples = [(_pairs(b), _pairs(n)) for b, n in rows]
+    testable = [(xb, xn) for xb, xn in samples if len(xb) >= MIN_PAIRS and len(xn) >= MIN_PAIRS]
+    between = between_runs(testable)
     results: list[RatioTest | None] = []
-    for b, n in rows:
-        xb, xn = _pairs(b), _pairs(n)
+    for xb, xn in samples:
         ok = len(xb) >= MIN_PAIRS and len(xn) >= MIN_PAIRS
-        results.append(welch_log_ratio(xb, xn) if ok else None)
+        results.append(welch_log_ratio(xb, xn, between) if ok else None)
     adjusted = holm([math.nan if r is None else r.p for r in results])
     m = sum(r is not None for r in results)
     out: list[dict[str, Any]] = []

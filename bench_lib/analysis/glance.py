@@ -169,8 +169,7 @@ def _batchnorm(f: Facts) -> list[str] | None:
     d = decide([r for r in cured if r["mechanism"] not in bad])
     # The cure's own graph cuts are the middle row's business: the row names the set only.
     avoid = (
-        f"train mode: stats move ({len(moved)}/{len(train)}); eval uses running stats, not "
-        f"the batch's"
+        f"train mode: stats move ({len(moved)}/{len(train)}); eval: running stats, not batch's"
     )
     use = _use(d, "eval + ") if cured else f"eval mode ({NOT_MEASURED})"
     return ["BatchNorm", use, avoid]
@@ -201,7 +200,7 @@ def _lora(f: Facts) -> list[str] | None:
     if bad:
         avoid += f"; ✗ {_verdict(bad[0])} ({len(bad)}/{len(pairs)})"
     if notes:
-        avoid += f"; LoRA valid with {notes[0]}"
+        avoid += f"; valid, {notes[0]}"
     return ["LoRA vs freezing", use, avoid]
 
 
@@ -342,8 +341,9 @@ def decisions(f: Facts, links: Mapping[str, str]) -> list[str]:
 def _wrap(text: str) -> list[str]:
     """A paragraph in lines of at most :data:`FIRST_SCREEN_WIDTH` characters (never inside a
     word or a link)."""
+    # A few characters short of the limit: markdown escapes may lengthen a line when rendered.
     return textwrap.wrap(
-        text, FIRST_SCREEN_WIDTH, break_long_words=False, break_on_hyphens=False
+        text, FIRST_SCREEN_WIDTH - 8, break_long_words=False, break_on_hyphens=False
     ) or [""]
 
 
@@ -361,8 +361,12 @@ def _cell(rows: list[Row], f: Facts) -> str:
         text = d.cell()
     elif not f.validity_measured:
         return f"validity {NOT_MEASURED}"
+    elif fix is None:
+        return "none valid"
     else:
-        text = "none valid"
+        # Invalid as run, with a known cure: the cure leads, not a dead end.
+        c = decide(cured)
+        return f"{fix.cure}: " + (c.cell() if c else NOT_MEASURED) + " (as run: invalid)"
     if fix is not None:
         c = decide(cured)
         text += f"; {fix.cure}: " + (c.cell() if c else NOT_MEASURED)

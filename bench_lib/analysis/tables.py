@@ -95,7 +95,7 @@ def best_valid(cells: dict[str, Row], cure: list[Row] | None = None) -> str:
     if fix is None:
         return "none valid"
     cured = equivalent_set(fix.cases(cure or []))
-    return f"none valid; {fix.cure}: " + (set_text(cured) if cured else NOT_MEASURED)
+    return f"{fix.cure}: " + (set_text(cured) if cured else NOT_MEASURED) + " (as run: invalid)"
 
 
 def overview_cell(row: Row | None) -> str:
