@@ -168,9 +168,7 @@ def _batchnorm(f: Facts) -> list[str] | None:
     bad = _bad(cured)
     d = decide([r for r in cured if r["mechanism"] not in bad])
     # The cure's own graph cuts are the middle row's business: the row names the set only.
-    avoid = (
-        f"train mode: stats move ({len(moved)}/{len(train)}); eval: running stats, not batch's"
-    )
+    avoid = f"train mode: stats move ({len(moved)}/{len(train)}); eval: running stats, not batch's"
     use = _use(d, "eval + ") if cured else f"eval mode ({NOT_MEASURED})"
     return ["BatchNorm", use, avoid]
 
