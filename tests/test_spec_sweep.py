@@ -217,3 +217,28 @@ def test_interleaved_ratio_with_a_fake_clock(monkeypatch: pytest.MonkeyPatch):
     assert calls == ["b", "c", "c", "b"]
     assert result.ratios == (2.0, 2.0)
     assert result.median == 2.0 and result.ci_low is None and result.pairs == 2
+
+
+def test_the_type_checkers_case_fields_are_the_axis_table():
+    """``spec.py`` spells the built-in axes out once more, for type checkers only (under
+    ``TYPE_CHECKING``): the same names in the same order as the axis table, with its defaults."""
+    import ast
+    import dataclasses
+    import inspect
+
+    from bench_lib import axes
+    from bench_lib.measuring import spec
+
+    tree = ast.parse(inspect.getsource(spec))
+    stub = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "_Fields")
+    fields = [
+        (s.target.id, None if s.value is None else ast.literal_eval(s.value))
+        for s in stub.body
+        if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)
+    ]
+    builtin = [a for a in axes.AXES.values() if a.effect == "" or a.name in dict(fields)]
+    assert [name for name, _ in fields] == [a.name for a in builtin]
+    for (name, default), a in zip(fields, builtin, strict=True):
+        assert default == (None if a.required else a.default), name
+    # And the Case built at run time has exactly the table's fields.
+    assert [f.name for f in dataclasses.fields(spec.Case)] == list(axes.AXES)
