@@ -57,9 +57,7 @@ __all__ = [
     "AxisError",
     "Constraint",
     "SkipRule",
-    "axis_by_option",
     "baseline_axes",
-    "case_title",
     "check_values",
     "constraint_error",
     "freeze_record_fields",
@@ -68,12 +66,10 @@ __all__ = [
     "identity_record_fields",
     "load_axes",
     "options_markdown",
-    "record_name",
     "record_values",
     "skip_reason",
     "step_axes",
     "step_parts",
-    "step_titles",
 ]
 
 #: The environment variable naming modules that declare more axes.
@@ -494,7 +490,6 @@ _BUILTIN: tuple[Axis, ...] = (
         unit="threads",
         id_rank=25,
         fragment=_off_or(lambda t: f"t{t}", 1, "threads"),
-        title=lambda v: f"{v['threads']} thread{'' if v['threads'] == 1 else 's'}",
         optional_in_record=False,
         docs_default="`1`",
     ),
@@ -520,7 +515,6 @@ _BUILTIN: tuple[Axis, ...] = (
         option="--bench-seed",
         grid="seeds",
         scope="run",
-        title=_off_or(lambda s: f"seed {s}", 0, "seed"),
         optional_in_record=False,
         docs_default="`0`",
     ),
@@ -650,11 +644,6 @@ _BUILTIN: tuple[Axis, ...] = (
         grid="parallel",
         id_rank=30,
         fragment=lambda v: v["parallel"] if _is_parallel(v) else None,
-        title=lambda v: (
-            f"{v['parallel']} on {v['world_size']} rank{'' if v['world_size'] == 1 else 's'}"
-            if _is_parallel(v)
-            else None
-        ),
         docs_default="the profile's (`none`, and grids of their own)",
     ),
     Axis(
@@ -724,17 +713,6 @@ def baseline_axes() -> list[Axis]:
     return [a for a in AXES.values() if not a.baseline_keeps]
 
 
-def axis_by_option(option: str) -> Axis:
-    for a in AXES.values():
-        if a.option == option:
-            return a
-    raise KeyError(option)
-
-
-def record_name(axis: str) -> str:
-    return AXES[axis].record_field
-
-
 #: Record fields that identify a case beside the axes' own: the family sizes a Case carries in
 #: ``extra`` (``family_sizes`` is not one: files before it lack it).
 _SIZE_FIELDS = ("seq_len", "image_size")
@@ -791,40 +769,6 @@ def step_parts(row: Values) -> list[tuple[str, str]]:
         if title:
             fragment = a.fragment(values) if a.fragment is not None else None
             out.append((title, fragment or a.name))
-    return out
-
-
-def step_titles(row: Values) -> list[str]:
-    """The titles of the step and plugin axes a row sets (``autocast bf16``, ``compiled``)."""
-    out = []
-    for a in AXES.values():
-        if a.title is None or a.role != "step":
-            continue
-        title = a.title(_record_to_values(row))
-        if title:
-            out.append(title)
-    return out
-
-
-def _record_to_values(row: Values) -> dict[str, Any]:
-    """A record row keyed by Case field names (``world_size`` -> ``world``), both spellings."""
-    out = dict(row)
-    for a in AXES.values():
-        if a.record_field in row and a.name not in row:
-            out[a.name] = row[a.record_field]
-    if "world_size" not in out and "world" in out:
-        out["world_size"] = out["world"]
-    return out
-
-
-def case_title(row: Values, axes: Iterable[str]) -> list[str]:
-    """The titles of ``axes`` for a record row (those that render one and are set)."""
-    values = _record_to_values(row)
-    out = []
-    for name in axes:
-        a = AXES[name]
-        if a.title is not None and (t := a.title(values)):
-            out.append(t)
     return out
 
 

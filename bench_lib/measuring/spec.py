@@ -21,7 +21,6 @@ __all__ = [
     "CaseError",
     "check_choice",
     "depth_phrase",
-    "factory_label",
     "set_block_counter",
 ]
 
@@ -53,12 +52,6 @@ def depth_phrase(n_blocks: int, depth: int | None = None) -> str:
     if depth is None or depth == n_blocks:
         return f"depth={n_blocks}"
     return f"depth={depth} with {n_blocks} blocks"
-
-
-def factory_label(spec: str) -> str:
-    """How a case id names a factory: ``mymodule.build`` for ``mymodule:build``, and the file's
-    stem for a path (``mine.build`` for ``path/to/mine.py:build``)."""
-    return axis_table._factory_label(spec)
 
 
 _TYPES: dict[str, Any] = {
@@ -141,9 +134,7 @@ class _CaseBase(_Fields):
         values = self.values()
         try:
             axis_table.check_values(values)
-        except CaseError:
-            raise
-        except AxisError as e:
+        except AxisError as e:  # CaseError for callers that catch it (a usage error)
             raise CaseError(str(e)) from None
         n = self.n_blocks  # the family's count; a factory is called (and checked) here
         for i in blocks:
