@@ -101,3 +101,51 @@ def test_identical_twins_are_called_distinct_in_at_most_5_percent_of_groups(fake
         if any(classify(result.pair(a, b), 0.05) == "distinct" for a, b in result.needed):
             distinct += 1
     assert distinct / groups <= 0.05, distinct
+
+
+# ------------------------------------------------------------------- members alive at once
+
+
+def test_members_that_do_not_fit_beside_the_baseline_are_timed_in_chunks() -> None:
+    """The baseline's measured footprint sizes how many members may be alive at once: with room
+    for two beside it, four members are started, timed beside the baseline and closed two at a
+    time, never more than three alive, and each still gets its values and its baseline pair."""
+    from bench_lib.measuring.budget import Budget
+    from bench_lib.measuring.launcher import launcher_for
+    from bench_lib.measuring.spec import Case
+
+    mechanisms = ("no_grad", "requires_grad", "optimizer_only", "backward_inputs")
+    cases = [Case("mlp", 4, 16, 8, "prefix", (0, 1), m) for m in mechanisms]
+    budget = Budget(group_cap_s=2.0, target_time_s=1e-3, fixed_rounds=8)
+    alive: set[str] = set()
+    most = 0
+    # Before and after the baseline: a 1,000-byte footprint, then room for two (0.8 * 3,000).
+    readings = iter([4_000, 3_000])
+
+    def free(device: str) -> int:
+        return next(readings)
+
+    def start(case: Case):  # type: ignore[no-untyped-def]
+        nonlocal most
+        run = launcher_for(case).start(case, budget)
+        alive.add(case.id)
+        most = max(most, len(alive))
+        close = run.close
+        run.close = lambda: (alive.discard(case.id), close())  # type: ignore[method-assign]
+        return run
+
+    out = group.time_members(cases, budget, start, free=free)
+    assert most == 3 and not alive
+    summary = out[cases[0]].summary
+    assert summary["timing_design"].startswith("in 2 chunks of up to 2 beside the baseline")
+    assert summary["group_rounds"] == 16
+    for c in cases:
+        t = out[c]
+        assert t.error is None and len(t.values) == 8 and "none" in t.pairs
+        assert len(t.ratio_samples) == 8
+
+
+def test_chunk_size_fits_the_free_memory() -> None:
+    assert group.chunk_size(footprint=1_000, free=10_000, others=5) == 5
+    assert group.chunk_size(footprint=1_000, free=3_000, others=5) == 2
+    assert group.chunk_size(footprint=1_000, free=500, others=5) == 1

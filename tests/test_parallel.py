@@ -197,6 +197,21 @@ def test_checkpointing_runs_under_fsdp_and_in_smoke_mode() -> None:
     assert r["rounds"] == 2 and r["flops_forward"] is None and r["peak_memory_bytes"] is None
 
 
+@pytest.mark.usefixtures("clean")
+def test_autocast_under_fsdp_counts_the_weight_casts_of_the_gathered_parameters() -> None:
+    """FSDP2's parameters are DTensor shards; autocast casts the gathered ones. The bytes pass
+    compares the saved casts with the parameters gathered whole (comparing with the shards
+    raised "mixed torch.Tensor and DTensor"), and finds what it finds in one process."""
+
+    def bytes_(run: TorchRun) -> Any:
+        run.build()
+        return run.bytes_by_category()
+
+    (counts,) = _run(mlp("prefix", "requires_grad", "fsdp", amp="bf16"), bytes_)
+    alone = _measure(Case("mlp", 4, 8, 4, "prefix", (0, 1), "requires_grad", amp="bf16"))
+    assert counts.autocast_weight_bytes == alone["autocast_weight_bytes"] > 0
+
+
 # ------------------------------------------------------------------------- reliability
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from .. import precision
 from .format import Row, code, date, fmt_bytes, fmt_ratio, plural, records, table, values
 from .results import NOISE_THRESHOLD, TIMES, Run, is_baseline_row, is_missing
 
@@ -163,8 +164,38 @@ def foreign_line(rows: list[Row]) -> str | None:
     )
 
 
+def precision_lines(rows: Sequence[Row]) -> list[str]:
+    """The **Precision** paragraph: the decision groups resolved, by set-up, with what the
+    unresolved ones would need (:mod:`bench_lib.precision`); nothing for a run without groups."""
+    parts = precision.by_setup(rows)
+    if not parts:
+        return []
+    total = sum(p.groups for p in parts)
+    resolved = sum(p.resolved for p in parts)
+    lines = [
+        f"**Precision.** {resolved} of {total} decision groups resolved "
+        f"({resolved / total:.0%}): every needed pair's interval at most the margin wide "
+        f"before the group's time cap. Noise per value is the spread of one round's log ratio "
+        f"that gives the width reached; the reachable margin is the width "
+        f"{precision.SHARE:.0%} of the groups reached (where the budget and the margin clash, "
+        f"the budget holds, and this is the margin to ask for).",
+        "",
+    ]
+    lines += table(
+        ["set-up", "resolved", "margin", "median width", "median rounds", "noise per value",
+         "rounds to resolve (median)", "reachable margin"],
+        [
+            [p.setup, f"{p.resolved} of {p.groups} ({p.share:.0%})", f"{p.margin:.0%}",
+             f"{p.median_width:.1%}", f"{p.rounds:.0f}", f"{p.noise:.1%}",
+             f"{p.rounds_needed:.0f}", f"{p.reachable:.1%}"]
+            for p in parts
+        ],
+    )  # fmt: skip
+    return [*lines, ""]
+
+
 def noise(frame: pd.DataFrame) -> list[str]:
-    """Noise, noise floor and foreign memory of the measured cases."""
+    """Precision, noise, noise floor and foreign memory of the measured cases."""
     ok = records(frame[frame["status"] == "ok"])
     if not ok:
         return []
@@ -185,7 +216,7 @@ def noise(frame: pd.DataFrame) -> list[str]:
         text += f" Treat their ratios with care: {shown}" + (
             f" and {len(noisy) - 8} more." if len(noisy) > 8 else "."
         )
-    lines = [text, ""]
+    lines = [*precision_lines(ok), text, ""]
     bases = [r for r in ok if is_baseline_row(r) and not is_missing(r.get("time_ratio"))]
     if bases:
         ratios = values(bases, "time_ratio")

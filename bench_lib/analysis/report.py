@@ -83,9 +83,9 @@ def build_report(runs: Sequence[Run], frame: pd.DataFrame) -> Rendered:
     ]
     checked = frame["validity"].isin(["valid", "invalid"]).any()
     lines += [
-        "Ratios are to the baseline (same model and sizes, nothing frozen), measured in "
-        "interleaved baseline/case pairs; the interval is a distribution-free 95% interval of "
-        "their median. "
+        "Ratios are to the baseline (same model and sizes, nothing frozen), from the rounds "
+        "in which each decision group's members were timed together; the interval is the "
+        "Hodges-Lehmann 95% interval of the per-round ratios. "
         + (
             "✓ valid and ✗ invalid come from the validity check."
             if checked

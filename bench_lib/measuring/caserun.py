@@ -125,6 +125,18 @@ class CaseRun(ABC):
     def step(self) -> Callable[[], None]:
         """One training step of the case (all ranks, synchronised), for the timed loop."""
 
+    def value(self, warm: int, steps: int) -> float:
+        """One timed value: ``warm`` untimed steps, then the seconds per step of ``steps``
+        more. Where the steps run elsewhere (workers), the value is timed there, so that the
+        messages to them are not in it."""
+        step = self.step
+        for _ in range(warm):
+            step()
+        t0 = stats.Clock.now()
+        for _ in range(steps):
+            step()
+        return (stats.Clock.now() - t0) / steps
+
     @abstractmethod
     def build_baseline(self) -> None:
         """Build and calibrate the baseline twin (the case itself for a baseline: A against A')."""

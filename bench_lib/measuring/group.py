@@ -28,7 +28,6 @@ The clock is :class:`~bench_lib.measuring.stats.Clock` (tests replace it with a 
 from __future__ import annotations
 
 import gc
-import itertools
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -191,11 +190,14 @@ def time_group(
     min_rounds: int | None = None,
     value_steps: int | None = None,
     warm_steps: int | None = None,
+    timers: Mapping[str, Callable[[int, int], float]] | None = None,
 ) -> GroupResult:
     """Time the members ``steps`` (name -> one step, device-synchronized) in rounds until the
     needed pairs resolve at ``margin`` or ``cap_s`` seconds pass (checked at each look; the
     first look always completes). ``valid`` says which members may be recommended (only they
-    make needed pairs). ``min_rounds`` (default: the first look) is the least rounds run."""
+    make needed pairs). ``min_rounds`` (default: the first look) is the least rounds run.
+    ``timers`` (name -> ``(warm, n)`` -> seconds per step) time a member's value where its
+    steps run (a parallel member's workers) instead of here."""
     value_n = VALUE_STEPS if value_steps is None else value_steps
     warm_n = WARM_STEPS if warm_steps is None else warm_steps
     names = list(steps)
@@ -214,6 +216,9 @@ def time_group(
             gc.disable()
             for i in order:
                 name = names[i]
+                if timers is not None:
+                    values[name].append(timers[name](warm_n, value_n))
+                    continue
                 step = steps[name]
                 for _ in range(warm_n):
                     step()
@@ -307,25 +312,29 @@ def default_margin(device: str) -> float:
     return 0.02 if device == "cuda" else 0.05
 
 
-def _fits_together(cases: Sequence[Case]) -> bool:
-    """Whether every member can be alive at once: the sum of their estimated footprints
-    (parameters, gradients and AdamW state, 16 bytes a parameter, twice over for activations
-    and a reference) against what the device has free."""
-    from .families import build
-
-    need = 0
-    for c in cases:
-        skeleton = build(c, meta=True).model
-        need += 32 * sum(p.numel() for p in skeleton.parameters())
-    if cases[0].device == "cuda":
+def free_bytes(device: str) -> int:
+    """Memory the device has free now: CUDA's free memory, or the host's available memory."""
+    if device == "cuda":
         import torch
 
         free, _ = torch.cuda.mem_get_info()
-    else:
-        import psutil
+        return int(free)
+    import psutil
 
-        free = psutil.virtual_memory().available
-    return need < 0.8 * free
+    return int(psutil.virtual_memory().available)
+
+
+#: The share of the free memory the members alive at once may take, by the baseline's measured
+#: footprint (the other members freeze something, so they hold no more than it does).
+ROOM_SHARE = 0.8
+
+
+def chunk_size(footprint: int, free: int, others: int) -> int:
+    """How many members beside the baseline may be alive at once: all ``others`` when
+    ``others`` footprints of the baseline's size fit in :data:`ROOM_SHARE` of ``free``, else as
+    many as fit (at least 1)."""
+    fit = int(ROOM_SHARE * free // max(footprint, 1))
+    return max(1, min(others, fit))
 
 
 def time_members(
@@ -334,38 +343,71 @@ def time_members(
     start: Callable[[Case], CaseRun],
     *,
     seed: int = 0,
+    free: Callable[[str], int] = free_bytes,
 ) -> dict[Case, MemberTiming]:
     """Check, build and time the members of one decision group together (``start`` launches a
     member's run: in this process or on its workers). The baseline is always a member; a group
     of the baseline alone times it against an identical twin. Members whose mechanism raises,
-    or that fail, get their ``error`` and leave the others to be timed."""
+    or that fail, get their ``error`` and leave the others to be timed.
+
+    The baseline starts first; the free memory it took (``free``, before and after) is its
+    footprint. When every member fits beside it (:func:`chunk_size`), all are timed together;
+    otherwise the others are started, timed beside the baseline and closed in chunks of as
+    many as fit, so that no more is ever alive than the device holds (pairs within a chunk are
+    direct; a pair across chunks has no direct ratio)."""
     members = list(dict.fromkeys([cases[0].baseline(), *cases]))
     labels = [label(c) for c in members]
     twin = len(members) == 1
-    margin = budget.margin if budget.margin is not None else default_margin(members[0].device)
+    device = members[0].device
+    margin = budget.margin if budget.margin is not None else default_margin(device)
     out = {c: MemberTiming(c) for c in members}
     runs: dict[str, CaseRun] = {}
     valid: dict[str, bool] = {}
     step_s: dict[str, float] = {}
     t0 = Clock.now()
+
+    def begin(c: Case, name: str, timing: MemberTiming) -> None:
+        _start_member(c, name, budget, start, timing, runs, valid, step_s)
+
+    def close(name: str) -> None:
+        runs.pop(name).close()
+        release()
+
     with effects.case_scope(members[0]):
         try:
-            for c, name in zip(members, labels, strict=True):
-                _start_member(c, name, budget, start, out[c], runs, valid, step_s)
-            if twin and "none" in runs:
-                _start_member(members[0], TWIN, budget, start, MemberTiming(members[0]), runs,
-                              valid, step_s)  # fmt: skip
-            if len(runs) >= 2:
-                together = budget.smoke or _fits_together([r.case for r in runs.values()])
-                design = "together" if together else "pairs with the baseline"
-                parts = _time(runs, step_s, valid, budget, margin, seed, together)
+            before = free(device)
+            begin(members[0], labels[0], out[members[0]])
+            others = [(c, n, out[c]) for c, n in zip(members[1:], labels[1:], strict=True)]
+            if twin and labels[0] in runs:
+                others = [(members[0], TWIN, MemberTiming(members[0]))]
+            size = len(others) or 1
+            if not budget.smoke and labels[0] in runs:
+                after = free(device)
+                size = chunk_size(before - after, after, len(others))
+            chunks = [others[i : i + size] for i in range(0, len(others), size)] or [[]]
+            parts: list[GroupResult] = []
+            cap_s = budget.group_cap_s / len(chunks)
+            for chunk in chunks:
+                for c, name, timing in chunk:
+                    begin(c, name, timing)
+                if len(runs) >= 2:
+                    parts.append(_time(runs, step_s, valid, budget, margin, seed, cap_s))
+                if len(chunks) > 1:
+                    for _, name, _ in chunk:
+                        if name in runs:
+                            close(name)
+            if parts:
                 widest = max(p.widest for p in parts)
+                design = (
+                    "together" if len(chunks) == 1
+                    else f"in {len(chunks)} chunks of up to {size} beside the baseline"
+                )  # fmt: skip
                 summary = {
                     "timing_design": f"{design}; {parts[0].design}",
                     "resolved": all(p.resolved for p in parts),
                     "group_rounds": sum(p.rounds for p in parts),
                     "group_widest": None if math.isinf(widest) else widest,
-                    "group_members": list(runs),
+                    "group_members": list(dict.fromkeys(n for p in parts for n in p.names)),
                     "group_seconds": round(Clock.now() - t0, 3),
                     "margin": margin,
                 }
@@ -431,33 +473,23 @@ def _time(
     budget: Budget,
     margin: float,
     seed: int,
-    together: bool,
-) -> list[GroupResult]:
-    """The group's rounds: one part with every member, or (``together`` false) one part per
-    pair of members beside the baseline."""
-    steps = {name: run.step for name, run in runs.items()}
+    cap_s: float,
+) -> GroupResult:
+    """The rounds of the members alive now (``runs``), until the stop rule or ``cap_s``."""
     looks: tuple[int, ...] = LOOKS
     if budget.smoke:
         looks = (SMOKE_ROUNDS,)
     elif budget.fixed_rounds is not None:
         looks = (budget.fixed_rounds,)
-    first = min(max(looks[0], _min_rounds(budget, step_s)), looks[-1])
-    long = bool(step_s) and max(step_s.values()) >= LONG_STEP_S
+    alive = {n: step_s[n] for n in runs if n in step_s}
+    first = min(max(looks[0], _min_rounds(budget, alive)), looks[-1])
+    long = bool(alive) and max(alive.values()) >= LONG_STEP_S
     shape = {"value_steps": 1, "warm_steps": 0} if long else {}
-    if together:
-        return [time_group(steps, valid, margin=margin, cap_s=budget.group_cap_s, seed=seed,
-                           looks=looks, min_rounds=first, **shape)]  # fmt: skip
-    # Too big to keep alive together: the baseline plus two members at a time, so that every
-    # pair still has direct ratios (each sub-group's rounds are its own, and a pair's ratios
-    # come from the sub-group that timed both).
-    names = list(steps)
-    subsets = [[names[0], a, b] for a, b in itertools.combinations(names[1:], 2)] or [names]
-    return [
-        time_group({n: steps[n] for n in sub}, valid, margin=margin,
-                   cap_s=budget.group_cap_s / len(subsets), seed=seed, looks=looks,
-                   min_rounds=first, **shape)
-        for sub in subsets
-    ]  # fmt: skip
+    return time_group(
+        {name: run.step for name, run in runs.items()}, valid, margin=margin, cap_s=cap_s,
+        seed=seed, looks=looks, min_rounds=first,
+        timers={name: run.value for name, run in runs.items()}, **shape,
+    )  # fmt: skip
 
 
 def _min_rounds(budget: Budget, step_s: Mapping[str, float]) -> int:

@@ -281,6 +281,15 @@ class ByteCounts:
     autocast_weight_bytes: int
 
 
+def _full(params: Iterable[Tensor]) -> list[Tensor]:
+    """The parameters as autocast sees them in forward: an FSDP2 shard (a DTensor) gathered
+    whole (a collective: every rank calls this with the same parameters in the same order)."""
+    from torch.distributed.tensor import DTensor
+
+    with torch.no_grad():
+        return [p.full_tensor() if isinstance(p, DTensor) else p for p in params]
+
+
 def _param_casts(saved: Iterable[Tensor], params: Iterable[Tensor], dtype: torch.dtype) -> set[int]:
     """Storages (by data pointer) among ``saved`` that hold a parameter cast to ``dtype``: the
     copies autocast makes of weights (cached for trainable ones, made anew for frozen ones).
@@ -288,7 +297,7 @@ def _param_casts(saved: Iterable[Tensor], params: Iterable[Tensor], dtype: torch
     parameter's elements cast to ``dtype`` (the cast itself in eager mode, a transposed copy
     that compiled code may keep)."""
     by_size: dict[int, list[Tensor]] = {}
-    for p in params:
+    for p in _full(params):
         if p.is_floating_point() and p.dtype != dtype:
             by_size.setdefault(p.numel() * dtype.itemsize, []).append(p)
     found: set[int] = set()

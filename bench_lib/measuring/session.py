@@ -8,6 +8,7 @@ pytest-benchmark splits ``plugin.py`` and ``session.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -15,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .. import precision
 from ..axes import AXES
 from ..journal import Journal, JournalError, read_journal
 from . import env
@@ -318,7 +320,14 @@ class Session:
             "failed": [e for e in self.resumed if not e.get("stats")] + self.failed,
             "resumed": len(self.resumed),
             "journal": str(self.journal_path) if self.journal_path else None,
+            "precision": [
+                {**dataclasses.asdict(p), "share": p.share} for p in precision.by_setup(self._all())
+            ],
         }
+
+    def _all(self) -> list[dict[str, Any]]:
+        """Every record of the run: measured now, and resumed from the journal."""
+        return [*self.records, *(e["extra_info"] for e in self.resumed)]
 
     def close(self) -> None:
         if self.journal is not None:
@@ -334,6 +343,7 @@ class Session:
             f"oom/error, {len(self.skipped)} skipped, {len(self.resumed)} resumed from journal",
             f"plan: {self.plan.estimate}",
         ]
+        lines += precision.summary_lines(self._all())
         if self.journal_path is not None:
             lines.append(f"journal: {self.journal_path}")
         if self.plan.cuda_reason:

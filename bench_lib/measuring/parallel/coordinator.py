@@ -302,6 +302,12 @@ class TorchRun(CaseRun):
         step_s, self.compile_s = time_first_steps(self._step, self._calibration_steps)
         return step_s
 
+    def value(self, warm: int, steps: int) -> float:
+        # Timed on the ranks between two barriers (the slowest rank's time is the step's):
+        # the pipe's round trips and the coordinator's wake-ups stay out of the value.
+        seconds: list[float] = self._call("value", (warm, steps))
+        return max(seconds)
+
     def start_watch(self) -> None:
         self._call("watch_start")
 

@@ -13,6 +13,8 @@ command             what the rank does (every rank at once; collectives keep the
 ``check``           the validity check (:mod:`.check`): a verdict
 ``build``           build the case's workload: its BuildInfo
 ``step``            one training step of the case
+``value``           (warm, n): warm untimed steps, then n timed between two barriers, gc off:
+                    this rank's seconds per step
 ``watch_start``     start the case's effects' watch (:class:`~..effects.Watch`)
 ``watch_stop``      stop it: this rank's counts by axis (compile: frames, breaks, recompiles)
 ``build_baseline``  build the baseline twin (same set-up and world, nothing frozen)
@@ -39,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from multiprocessing.connection import Connection
@@ -88,6 +91,7 @@ class Rank:
             "check": lambda _: check_rank(self.case, self.rank),
             "build": lambda _: self.build(),
             "step": lambda _: self.w.step(),
+            "value": lambda arg: self.value(*arg),
             "watch_start": lambda _: self._watch.start(),
             "watch_stop": lambda _: self._watch.stop(),
             "build_baseline": lambda _: self.build_baseline(),
@@ -113,6 +117,23 @@ class Rank:
             calibration_steps=calibration_steps(self.w),
             adapter_params=adapters.adapter_param_count(self.w.plan),
         )
+
+    def value(self, warm: int, steps: int) -> float:
+        """Seconds per step over ``steps`` steps after ``warm`` untimed ones, timed between two
+        barriers (so every rank's value includes waiting for the slowest), with gc off."""
+        w = self.w
+        for _ in range(warm):
+            w.step()
+        gc.disable()
+        try:
+            dist.barrier()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                w.step()
+            dist.barrier()
+            return (time.perf_counter() - t0) / steps
+        finally:
+            gc.enable()
 
     def build_baseline(self) -> None:
         self._base = build_rank_workload(
