@@ -100,6 +100,21 @@ def test_a_a_default_run_against_itself_flags_nothing() -> None:
     assert counts["lower"] == 0 and counts["higher"] == 0 and counts["unchanged"] >= 400
 
 
+def test_decisions_of_a_run_against_itself_agree_and_a_differing_cell_is_explained() -> None:
+    """The comparison's "Decisions" section: the same run names the same set in every cell; of
+    two quick runs of one commit, every cell that differs has a pair touching the margin."""
+    from bench_lib.analysis.compare_report import decision_lines
+
+    runs = [load_run(str(RESULTS / name)) for name in ("quick-cpu.json", "quick-cpu-rerun.json")]
+    frames = [tidy([run]) for run in runs]
+    same = decision_lines(frames[0], frames[0], runs[:1], runs[:1])
+    assert same and ", 0 differ." in same[2]
+    lines = decision_lines(frames[0], frames[1], runs[:1], runs[1:])
+    differ = [line for line in lines if line.startswith("| ") and not line.startswith("| family")]
+    assert f", {len(differ)} differ." in lines[2]
+    assert all(line.endswith("| yes |") for line in differ), differ
+
+
 def test_power_one_mechanism_twenty_percent_slower() -> None:
     base = tidy([load_run(str(RESULTS / "default-cpu.json"))])
     new = base.copy()
@@ -295,3 +310,18 @@ def test_docs_quote_the_committed_comparison() -> None:
     assert len(quotes) >= 4
     for quote in quotes:
         assert quote in md, quote
+
+
+def test_touches_margin_by_hand() -> None:
+    from bench_lib.analysis.ranking import touches_margin
+
+    def row(low: float, high: float) -> dict[str, Any]:
+        return {"margin": 0.05, "pair_ratios": {"b": {"ci_low": low, "ci_high": high}}}
+
+    b = {"mechanism": "b"}
+    assert not touches_margin(row(0.97, 1.03), b)  # equivalent, well inside
+    assert not touches_margin(row(0.80, 0.90), b)  # distinct, well outside
+    assert touches_margin(row(0.93, 0.97), b)  # crosses 1 - margin
+    assert touches_margin(row(1.04, 1.10), b)  # crosses 1 + margin
+    assert touches_margin(row(0.90, 1.10), b)  # holds 1, wider than the margin
+    assert not touches_margin({"margin": 0.05}, b)  # no direct interval

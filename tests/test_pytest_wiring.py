@@ -121,6 +121,26 @@ def test_two_shards_merge_into_one_report(tmp_path: Path) -> None:
     assert len(rows) == 7 == len({r["case_id"] for r in rows})
 
 
+def test_without_a_twin_the_baseline_is_timed_in_its_set_ups_first_group(tmp_path: Path) -> None:
+    """``--bench-no-twin``: the baseline takes its values from the first decision group (no
+    identical twin, so no ratio of its own), and the terminal summary gives the precision."""
+    out = tmp_path / "run.json"
+    args = [*TINY[:6], "--bench-depth", "3", "--bench-width", "16", "--bench-batch", "4",
+            "--bench-optimizer", "adamw", "--bench-pattern", "none,prefix", "--bench-mechanism",
+            "no_grad,requires_grad", "--bench-adapter", "none", "--bench-compile", "off",
+            "--bench-pairs", "6"]  # fmt: skip
+    proc = run_pytest(*args, "--bench-no-twin", f"--benchmark-json={out}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = {
+        b["extra_info"]["mechanism"]: b["extra_info"]
+        for b in json.loads(out.read_text())["benchmarks"]
+    }
+    assert sorted(records) == ["no_grad", "none", "requires_grad"]
+    assert records["none"]["group_members"] == ["none", "no_grad", "requires_grad"]
+    assert records["none"]["time_ratio"] is None and records["no_grad"]["time_ratio"] > 0
+    assert "decision groups: " in proc.stdout
+
+
 @pytest.mark.slow
 def test_cuda_cases_skip_with_the_reason_when_cuda_is_absent(tmp_path: Path) -> None:
     import torch

@@ -197,6 +197,9 @@ def _suite_options(
         args.device,
         "--bench-group-time",
         str(args.time),
+        # The baseline is timed in the decision group: the question is which mechanism, and a
+        # twin's rounds cost a big model minutes.
+        "--bench-no-twin",
     ]
     if args.pairs is not None:
         opts += ["--bench-pairs", str(args.pairs)]

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import plots
+from . import glance, plots, ranking
 from .compare import CONFIDENCE, MIN_PAIRS, Comparison, Resolution
+from .findings import facts
 from .format import (
     Rendered,
     Row,
@@ -38,6 +40,7 @@ from .format import (
 )
 from .format import table as md_table
 from .header import run_rows
+from .ranking import touches_margin
 from .results import Run, is_missing, mechanism_order
 
 __all__ = ["build_comparison", "resolution_lines"]
@@ -134,8 +137,8 @@ def build_comparison(
         ]
     lines += [
         "**Test.** Each case's time ratio to its own baseline is measured inside each run in "
-        "interleaved pairs (`ratio_samples`, one ratio per pair), so the machine's drift "
-        "cancels. For every case that is not a baseline and has at least "
+        "the rounds of its decision group (`ratio_samples`, one ratio per round), so the "
+        "machine's drift cancels. For every case that is not a baseline and has at least "
         f"{MIN_PAIRS} pairs in both runs, Welch's t-test compares the logarithms of the per-pair "
         "ratios of the two runs; the change is the ratio of their geometric means, new/base, "
         f"with its {CONFIDENCE:.0%} interval. The p-values are adjusted across the tested cases "
@@ -153,6 +156,7 @@ def build_comparison(
             "",
         ]
     lines += _matching(comp)
+    lines += decision_lines(base_frame, new_frame, [base], [new])
     lines += ["## The runs", ""]
     cols = [run_rows(base, records(base_frame)), run_rows(new, records(new_frame))]
     labels = [k for k, _ in cols[0]]
@@ -262,6 +266,58 @@ def build_comparison(
         else:
             lines += ["None.", ""]
     return Rendered(tidy_text(lines), figures)
+
+
+def decision_lines(
+    base_frame: pd.DataFrame,
+    new_frame: pd.DataFrame,
+    base_runs: Sequence[Run],
+    new_runs: Sequence[Run],
+) -> list[str]:
+    """The "Decisions" section: does each family × pattern cell of the report name the same
+    cheapest valid set in both runs? A cell that differs says whether a pair that decided it
+    touches the margin in either run (then the runs could not have been sure of it)."""
+    a = glance.family_pattern_cells(facts(base_frame, base_runs))
+    b = glance.family_pattern_cells(facts(new_frame, new_runs))
+    same, differ = 0, []
+    for key, cells in a.items():
+        for pattern, cell in cells.items():
+            other = b.get(key, {}).get(pattern)
+            da, db = cell.answer, other.answer if other is not None else None
+            if da is None or db is None:
+                continue
+            if set(da.members) == set(db.members):
+                same += 1
+                continue
+            moved = set(da.members) ^ set(db.members)
+            touching = any(
+                touches_margin(r, s)
+                for c, d in ((cell, da), (other, db))
+                if c is not None
+                for r in c.rows
+                if r["mechanism"] in moved
+                for s in c.rows
+                if s["mechanism"] in d.members and s["mechanism"] != r["mechanism"]
+                and ranking.group_key(s) == ranking.group_key(r)
+            )  # fmt: skip
+            differ.append([key[0] + key[1], pattern, da.names(), db.names(),
+                           "yes" if touching else "**no**"])  # fmt: skip
+    decided = same + len(differ)
+    if not decided:
+        return []
+    lines = [
+        "## Decisions",
+        "",
+        f"The report's cheapest valid set by family and pattern: {decided} cells decided in "
+        f"both runs, {same} name the same set, {len(differ)} differ. A cell differs by noise "
+        "when a pair that decided it touches the margin (its interval crosses 1 ± margin, or "
+        "holds 1 wider than the margin) in either run.",
+        "",
+    ]
+    if differ:
+        lines += md_table(["family", "pattern", "base", "new", "a pair touches the margin"], differ)
+        lines.append("")
+    return lines
 
 
 def _by_mechanism(table: pd.DataFrame) -> list[list[Any]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import textwrap
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from ..vocab import MODELS
 from .findings import Facts
@@ -34,7 +35,7 @@ from .format import (
     values,
 )
 from .header import foreign_line
-from .ranking import REMEDIES, Decision, decide, is_trap, remedy
+from .ranking import REMEDIES, Decision, Remedy, decide, is_trap, remedy
 from .results import has_adapter, has_step_axis, mechanism_order, order_names, pattern_order
 
 __all__ = [
@@ -348,38 +349,56 @@ def _wrap(text: str) -> list[str]:
 # ---------------------------------------------------------------------------- family × pattern
 
 
-def _cell(rows: list[Row], f: Facts) -> str:
-    """One family × pattern cell: the equivalent set (train mode), or the cure and its set."""
-    if not rows:
-        return "—"
+@dataclass(frozen=True)
+class Cell:
+    """One family × pattern cell: its rows (train mode, no adapter, no step axis), the set it
+    names (of the cure's cases where every case as run is invalid and a cure exists), and the
+    cure's set beside it (``cure``) where the cure is measured too."""
+
+    rows: list[Row]
+    decision: Decision | None
+    fix: Remedy | None
+    cured: Decision | None
+    #: Every case as run is invalid: the cure's set is the answer.
+    dead_end: bool
+
+    def text(self, validity_measured: bool = True) -> str:
+        if not self.rows:
+            return "—"
+        if self.decision is not None:
+            text = self.decision.cell()
+            if self.fix is not None:
+                text += f"; {self.fix.cure}: " + (self.cured.cell() if self.cured else NOT_MEASURED)
+            return text
+        if not validity_measured:
+            return f"validity {NOT_MEASURED}"
+        if self.fix is None:
+            return "none valid"
+        # Invalid as run, with a known cure: the cure leads, not a dead end.
+        cured = self.cured.cell() if self.cured else NOT_MEASURED
+        return f"{self.fix.cure}: {cured} (as run: invalid)"
+
+    @property
+    def answer(self) -> Decision | None:
+        """The set a user takes away: as run where one is valid, else the cure's."""
+        return self.decision if self.decision is not None else self.cured
+
+
+def cell(rows: list[Row]) -> Cell:
+    """The cell of ``rows`` (one family and pattern)."""
     fix = remedy(rows)
     cured = fix.cases(rows) if fix else []
     d = decide([r for r in rows if not any(r is c for c in cured)])
-    if d is not None:
-        text = d.cell()
-    elif not f.validity_measured:
-        return f"validity {NOT_MEASURED}"
-    elif fix is None:
-        return "none valid"
-    else:
-        # Invalid as run, with a known cure: the cure leads, not a dead end.
-        c = decide(cured)
-        return f"{fix.cure}: " + (c.cell() if c else NOT_MEASURED) + " (as run: invalid)"
-    if fix is not None:
-        c = decide(cured)
-        text += f"; {fix.cure}: " + (c.cell() if c else NOT_MEASURED)
-    return text
+    return Cell(rows, d, fix, decide(cured) if fix else None, d is None)
 
 
-def family_pattern_table(f: Facts) -> list[str]:
-    """Per model family (and scope) and pattern: the cheapest valid set
-    (:func:`~bench_lib.analysis.ranking.decide` over the cell's decision groups), and, where a
-    known cure exists for what made cases invalid, the cure's set. LoRA cases and cases with a
-    step axis (autocast, compile, checkpointing) are left out (their own findings compare
-    them)."""
+def family_pattern_cells(f: Facts) -> dict[tuple[str, str], dict[str, Cell]]:
+    """The cells by (scope + family, seed mark) and pattern, in the table's order. LoRA cases
+    and cases with a step axis (autocast, compile, checkpointing) are left out (their own
+    findings compare them)."""
     rows = _plain(f)
     if not rows:
-        return []
+        return {}
     models = order_names((r["model"] for r in rows), MODELS)
 
     def key(r: Row) -> tuple[str, str]:
@@ -388,20 +407,35 @@ def family_pattern_table(f: Facts) -> list[str]:
     keys = sorted({key(r) for r in rows}, key=lambda k: (k[0], models.index(k[1])))
     seeds = {key(r) for r in rows if r.get("scenario") == "seed"}
     patterns = [p for p in pattern_order(r["pattern"] for r in rows) if p != "none"]
-    cells = []
-    for k in keys:
-        line = [f"{k[0]}{k[1]}" + (" (seed)" if k in seeds else "")]
-        for pattern in patterns:
-            line.append(_cell([r for r in rows if key(r) == k and r["pattern"] == pattern], f))
-        cells.append(line)
+    return {
+        (f"{k[0]}{k[1]}", " (seed)" if k in seeds else ""): {
+            p: cell([r for r in rows if key(r) == k and r["pattern"] == p]) for p in patterns
+        }
+        for k in keys
+    }
+
+
+def family_pattern_table(f: Facts) -> list[str]:
+    """Per model family (and scope) and pattern: the cheapest valid set
+    (:func:`~bench_lib.analysis.ranking.decide` over the cell's decision groups), and, where a
+    known cure exists for what made cases invalid, the cure's set."""
+    cells = family_pattern_cells(f)
+    if not cells:
+        return []
+    patterns = list(next(iter(cells.values())))
+    lines = [
+        [name + seed, *(c.text(f.validity_measured) for c in by_pattern.values())]
+        for (name, seed), by_pattern in cells.items()
+    ]
     return [
-        "The cheapest valid set per model family and frozen pattern: every valid mechanism whose "
-        "time ratio's interval overlaps the fastest's, cheapest first by peak memory, then "
-        "FLOPs (traps never count), with the first one's median time and peak-memory ratios to "
-        "the baseline. A cell over several decision groups (depths, optimizers) names the set "
-        "most of them name, and says so when they disagree. A cure follows where one exists.",
+        "The cheapest valid set per model family and frozen pattern: every valid mechanism the "
+        "rounds could not tell from the fastest (its paired interval inside 1 ± the margin, or "
+        "holding 1), cheapest first by peak memory, then FLOPs (traps never count), with the "
+        "first one's median time and peak-memory ratios to the baseline. A cell over several "
+        "decision groups (depths, optimizers) names the set most of them name, and says so "
+        "when they disagree. A cure follows where one exists.",
         "",
-        *table(["family", *patterns], cells),
+        *table(["family", *patterns], lines),
     ]
 
 

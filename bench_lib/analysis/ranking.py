@@ -42,6 +42,7 @@ __all__ = [
     "is_trap",
     "remedy",
     "set_text",
+    "touches_margin",
     "trap_notes",
     "valid_traps",
 ]
@@ -133,6 +134,20 @@ def equivalent(a: Row, b: Row, margin: float = MARGIN) -> bool:
     if la is None or ha is None or lb is None or hb is None:
         return _float(a.get("time_ratio")) == _float(b.get("time_ratio"))
     return la <= hb and lb <= ha
+
+
+def touches_margin(a: Row, b: Row, margin: float = MARGIN) -> bool:
+    """Whether the direct interval of ``a / b`` crosses ``1 - margin`` or ``1 + margin``, or
+    holds 1 while wider than the margin: a pair whose call (equivalent, distinct) another run
+    may make the other way. False without a direct interval."""
+    direct = _pairwise(a, b)
+    if direct is None:
+        return False
+    m = _float(a.get("margin"))
+    m = margin if m is None else m
+    low, high = direct
+    crosses = any(low < edge < high for edge in (1 - m, 1 + m))
+    return crosses or (low <= 1 <= high and not (1 - m <= low and high <= 1 + m))
 
 
 def _cost(row: Row) -> tuple[float, float, str]:

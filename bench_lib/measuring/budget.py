@@ -38,6 +38,10 @@ class Budget:
     margin: float | None = None
     group_cap_s: float = 20.0
     fixed_rounds: int | None = None
+    #: Time each baseline against an identical twin (its A/A' noise floor). Without it, a
+    #: baseline takes its values from the first decision group of its set-up that the run
+    #: measures (``--bench-no-twin``: a big model cannot afford the twin's rounds).
+    baseline_twin: bool = True
 
     def __post_init__(self) -> None:
         if self.min_rounds < 1 or self.max_rounds < self.min_rounds:

@@ -86,6 +86,9 @@ OPTIONS: list[Option] = [
     Option("--bench-costs", "a JSON or journal of an earlier run: fit the cost model that "
            "balances --bench-shard (and estimates the run's time) to its measured per-case "
            "seconds", "PATH"),
+    Option("--bench-no-twin", "time each baseline in the first decision group of its set-up "
+           "instead of against an identical twin (no A/A' noise floor; saves the twin's rounds "
+           "on a big model)", flag=True),
     Option("--bench-smoke", "smoke mode: the verdict and two timed steps per case, no memory, "
            "FLOP or phase passes", flag=True),
 ]  # fmt: skip
@@ -157,6 +160,8 @@ def budget_from(get: GetOption, budget: Budget) -> Budget:
         budget = replace(budget, target_time_s=_positive_number("--bench-time", text))
     if get("--bench-smoke"):
         budget = replace(budget, smoke=True)
+    if get("--bench-no-twin"):
+        budget = replace(budget, baseline_twin=False)
     return budget
 
 
@@ -261,7 +266,12 @@ class Session:
         """``case``'s timing from its decision group, timed the first time one of its members
         asks (``start`` launches a member's run)."""
         if case not in self._timings:
-            members = self.groups.get(group_key(case), [case])
+            key = group_key(case)
+            members = self.groups.get(key, [case])
+            if not budget.baseline_twin and members == [case] and case == case.baseline():
+                # The first other group of its set-up: the baseline is a member of each.
+                others = (m for k, m in self.groups.items() if k != key and m[0].baseline() == case)
+                members = next(others, members)
             self._timings.update(time_members(members, budget, start))
         return self._timings.pop(case)
 

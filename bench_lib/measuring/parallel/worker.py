@@ -202,6 +202,17 @@ class Rank:
         return {"comm_bytes": counted.bytes, "ddp_buckets": counted.buckets if ddp else None}
 
 
+def pin_core(rank: int, world: int) -> None:
+    """On a machine with at least ``world`` usable cores, keep this rank (every thread of it:
+    compute and the collectives' own) on a core of its own, so that ranks do not preempt each
+    other's threads."""
+    if os.environ.get("FREEZE_BENCH_PIN_CORES", "1") != "1" or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) >= world:
+        os.sched_setaffinity(0, {cores[rank]})
+
+
 def serve(
     rank: int,
     world: int,
@@ -224,6 +235,7 @@ def serve(
         import torch._dynamo
 
         case = Case.from_dict(case_dict)
+        pin_core(rank, world)
         if case.device == "cuda":
             torch.cuda.set_device(rank_device(case.device, rank))
         timeout = timedelta(seconds=timeout_s)
