@@ -142,9 +142,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--time",
         type=_seconds,
-        default=60.0,
+        default=30.0,
         metavar="S",
-        help="time cap in seconds of the decision group's rounds (default 60)",
+        help="time cap in seconds of the decision group's rounds (default 30; it always "
+        "covers 16 rounds, however long a step takes)",
     )
 
 
@@ -200,6 +201,9 @@ def _suite_options(
         # The baseline is timed in the decision group: the question is which mechanism, and a
         # twin's rounds cost a big model minutes.
         "--bench-no-twin",
+        # A big model's step takes seconds: the cap covers 16 rounds whatever --time says.
+        "--bench-group-rounds",
+        "16",
     ]
     if args.pairs is not None:
         opts += ["--bench-pairs", str(args.pairs)]

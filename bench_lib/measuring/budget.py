@@ -42,6 +42,9 @@ class Budget:
     #: baseline takes its values from the first decision group of its set-up that the run
     #: measures (``--bench-no-twin``: a big model cannot afford the twin's rounds).
     baseline_twin: bool = True
+    #: The group's cap covers at least this many rounds (by the members' calibrated step
+    #: times): where a step takes seconds, a cap in seconds would stop at the first look.
+    cap_rounds: int = 0
 
     def __post_init__(self) -> None:
         if self.min_rounds < 1 or self.max_rounds < self.min_rounds:

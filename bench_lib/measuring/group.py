@@ -485,6 +485,9 @@ def _time(
     first = min(max(looks[0], _min_rounds(budget, alive)), looks[-1])
     long = bool(alive) and max(alive.values()) >= LONG_STEP_S
     shape = {"value_steps": 1, "warm_steps": 0} if long else {}
+    if budget.cap_rounds and alive:
+        per_round = sum(alive.values()) * (1 if long else VALUE_STEPS + WARM_STEPS)
+        cap_s = max(cap_s, budget.cap_rounds * per_round)
     return time_group(
         {name: run.step for name, run in runs.items()}, valid, margin=margin, cap_s=cap_s,
         seed=seed, looks=looks, min_rounds=first,

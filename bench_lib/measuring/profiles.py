@@ -442,7 +442,7 @@ PROFILES: dict[str, Profile] = {
             max_rounds=20,
             ratio_pairs=6,
             phase_reps=3,
-            group_cap_s=1.5,
+            group_cap_s=2.5,
         ),
     ),
     "default": Profile(

@@ -77,6 +77,8 @@ OPTIONS: list[Option] = [
            "0.05 on CPU, 0.02 on CUDA)", "FRACTION"),
     Option("--bench-group-time", "time cap in seconds of one decision group's rounds (the "
            "profile's by default); a group stopped by it is recorded as unresolved", "SECONDS"),
+    Option("--bench-group-rounds", "a group's time cap covers at least N rounds, by its members' "
+           "calibrated step times (for a model whose step takes seconds)", "N"),
     Option("--bench-time", "target seconds of timed values per case: a group runs at least the "
            "rounds that give each member that much (the profile's by default)", "SECONDS"),
     Option("--bench-journal", "append every finished case to this JSON-lines file at once "
@@ -156,6 +158,8 @@ def budget_from(get: GetOption, budget: Budget) -> Budget:
         budget = replace(budget, margin=margin)
     if (text := get("--bench-group-time")) is not None:
         budget = replace(budget, group_cap_s=_positive_number("--bench-group-time", text))
+    if (text := get("--bench-group-rounds")) is not None:
+        budget = replace(budget, cap_rounds=parse_ints("--bench-group-rounds", text, minimum=1)[0])
     if (text := get("--bench-time")) is not None:
         budget = replace(budget, target_time_s=_positive_number("--bench-time", text))
     if get("--bench-smoke"):
