@@ -352,6 +352,23 @@ def test_a_cell_over_several_groups_names_the_majority_and_says_they_disagree() 
     assert decide([_r("no_grad", 0.5, 0.4, 0.6, 5, validity="invalid")]) is None
 
 
+def test_a_tie_of_a_group_stopped_by_its_cap_is_named_not_resolved() -> None:
+    """Kept together because the rounds could not tell them apart is not shown the same: the
+    cell says so."""
+    wide = {"ci_low": 0.85, "ci_high": 1.15}
+    rows = [
+        _r("requires_grad", 0.80, 0.70, 0.90, 60, resolved=False,
+           pair_ratios={"optimizer_only": wide}),
+        _r("optimizer_only", 0.82, 0.72, 0.92, 90, resolved=False,
+           pair_ratios={"requires_grad": wide}),
+    ]  # fmt: skip
+    d = decide(rows)
+    assert d is not None and d.members == ("requires_grad", "optimizer_only")
+    assert d.unresolved == 1 and d.cell().endswith("(not resolved)")
+    resolved = decide([{**r, "resolved": True} for r in rows])
+    assert resolved is not None and resolved.unresolved == 0 and "resolved" not in resolved.cell()
+
+
 # ---------------------------------------------------------------------------- traps
 
 

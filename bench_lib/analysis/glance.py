@@ -142,8 +142,10 @@ def _use(d: Decision | None, prefix: str = "") -> str:
     if d is None:
         return prefix + "none valid"
     text = prefix + " = ".join(d.members)
-    if d.disagree:
-        text += f" ({d.agree}/{d.groups} groups)"
+    notes = [f"{d.agree}/{d.groups} groups"] if d.disagree else []
+    if d.unresolved:
+        notes.append("not resolved" if d.unresolved == d.agree else f"{d.unresolved} not resolved")
+    text += f" ({'; '.join(notes)})" if notes else ""
     return f"{text}: {fmt_ratio(d.time_ratio)}, {fmt_ratio(d.peak_ratio)} ({d.cases})"
 
 

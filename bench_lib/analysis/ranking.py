@@ -192,10 +192,22 @@ class Decision:
     time_ratio: float
     peak_ratio: float
     cases: int
+    #: Of the ``agree`` groups, how many named a set of several members without resolving
+    #: (stopped by their cap: the members are kept together because the rounds could not tell
+    #: them apart, not because they were shown the same).
+    unresolved: int = 0
 
     @property
     def disagree(self) -> bool:
         return self.agree < self.groups
+
+    def caveat(self) -> str:
+        """``""``, or ``"not resolved"`` / ``"not resolved in 2 of 3"`` for a tie by noise."""
+        if not self.unresolved:
+            return ""
+        if self.unresolved == self.agree:
+            return "not resolved"
+        return f"not resolved in {self.unresolved} of {self.agree}"
 
     def names(self) -> str:
         """``"`requires_grad` = `no_grad`"``: the set, cheapest first."""
@@ -210,7 +222,8 @@ class Decision:
         text = (
             f"{self.names()} {fmt_ratio(self.time_ratio)} time, {fmt_ratio(self.peak_ratio)} memory"
         )
-        return text + (f" ({self.agreement()})" if self.disagree else "")
+        notes = [n for n in (self.agreement(), self.caveat()) if n]
+        return text + (f" ({'; '.join(notes)})" if notes else "")
 
     def sentence(self) -> str:
         """``"`requires_grad` (equivalent: `no_grad`), a median 0.88× the baseline's time and
@@ -244,6 +257,13 @@ def decide(rows: Iterable[Row], key: Callable[[Row], Any] = group_key) -> Decisi
     members = orders.most_common(1)[0][0]
     lead = [r for r in all_valid if r["mechanism"] == members[0]]
     peaks = values(lead, "peak_ratio")
+    unresolved = sum(
+        1
+        for k, s in sets.items()
+        if frozenset(s) == best
+        and len(s) > 1
+        and any(r.get("resolved") is False for r in groups[k])
+    )
     return Decision(
         members,
         named[best],
@@ -251,6 +271,7 @@ def decide(rows: Iterable[Row], key: Callable[[Row], Any] = group_key) -> Decisi
         float(np.median(values(lead, "time_ratio"))),
         float(np.median(peaks)) if peaks else math.nan,
         len(lead),
+        unresolved,
     )
 
 
