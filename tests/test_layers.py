@@ -20,6 +20,7 @@ SHARED = (
     "bench_lib.vocab",
     "bench_lib.record",
     "bench_lib.journal",
+    "bench_lib.precision",
 )
 FORBIDDEN = {
     "bench_lib.measuring": ("pandas", "matplotlib"),
