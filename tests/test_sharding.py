@@ -106,3 +106,27 @@ def test_measured_seconds_come_from_pass_seconds(tmp_path: Path) -> None:
         load_measured_seconds(old)
     with pytest.raises(CaseError, match="--bench-costs="):
         load_measured_seconds(tmp_path / "missing.json")
+
+
+def test_a_one_time_cost_counts_once_in_the_shard_that_pays_it() -> None:
+    """A compiled group (its baseline and one member, 10 s each) and three plain baselines of
+    10 s; the first compile in a process costs 17 s more. The compiled group goes first, to one
+    shard (37 s with the cost), the plain ones to the other (30 s). Without the one-time cost
+    the planner would put a plain baseline beside the compiled group: estimated 30 and 20 s,
+    really 47 and 20."""
+    from bench_lib.measuring.shards import plan_shards
+
+    compiled = [
+        Case("mlp", 2, 16, 4, "none", (), "none", compile="on"),
+        Case("mlp", 2, 16, 4, "prefix", (0,), "requires_grad", compile="on"),
+    ]
+    plain = [Case("mlp", d, 16, 4, "none", (), "none") for d in (3, 4, 5)]
+    cases = compiled + plain
+    seconds = dict.fromkeys(cases, 10.0)
+    once = {c: ({"compile": 17.0} if c.compile == "on" else {}) for c in cases}
+    plan = plan_shards(cases, 2, seconds, once)
+    assert plan.loads == (37.0, 30.0)
+    assert {plan.assignment[c] for c in compiled} == {0} and {
+        plan.assignment[c] for c in plain
+    } == {1}
+    assert plan_shards(cases, 2, seconds).loads == (30.0, 20.0)

@@ -33,12 +33,30 @@ __all__ = [
     "forward_flops",
     "load_measured_seconds",
     "model_for",
+    "one_time_costs",
 ]
 
 #: Seconds a parallel case spends outside its steps: starting its workers (fresh interpreters
 #: importing torch, DDP's import of torch._dynamo, the rendezvous), the first use of each pass
 #: in them, and stopping them (measured on the 2-core CI machine: 3-4 s).
 PARALLEL_OVERHEAD_S = 4.0
+
+#: What a process pays once, by kind, the first time a case of that kind runs in it (CPU,
+#: measured on the 2-core reference VM: two shards of the quick profile estimated equal took
+#: 74 s and 36 s; the one with the compiled cases spent 17 s more outside its cases' passes,
+#: while inductor's compile workers started beside them).
+ONE_TIME_S: dict[str, float] = {"compile": 17.0, "parallel": 2.0}
+
+
+def one_time_costs(case: Case) -> dict[str, float]:
+    """The one-time costs ``case`` needs of its process, by kind (see :data:`ONE_TIME_S`)."""
+    out = {}
+    if case.compile != "off":
+        out["compile"] = ONE_TIME_S["compile"]
+    if case.is_parallel:
+        out["parallel"] = ONE_TIME_S["parallel"]
+    return out
+
 
 #: Steps a case runs outside its timed rounds: validity check (3 steps and 3 reference
 #: passes), calibration of the case and of its baseline twin (2 + 2), FLOPs (1 + 1 for a new

@@ -22,7 +22,7 @@ from ..journal import Journal, JournalError, read_journal
 from . import env
 from .budget import Budget
 from .devices import cuda_unavailable_reason
-from .estimate import load_measured_seconds, model_for
+from .estimate import load_measured_seconds, model_for, one_time_costs
 from .group import MemberTiming, group_key, groups_of, time_members
 from .spec import Case, CaseError
 from .sweep import PROFILES, Filters, Skip, generate, parse_ints, parse_list, plan_shards, shard
@@ -186,8 +186,9 @@ def make_plan(get: GetOption) -> Plan:
             i, n = (int(x) for x in text.split("/"))
         except ValueError:
             raise CaseError(f"--bench-shard={text!r} must look like I/N, e.g. 0/4") from None
-        cases = shard(cases, i, n, seconds)
-        loads = plan_shards(sweep.cases, n, seconds)
+        once = {c: one_time_costs(c) for c in cases}
+        cases = shard(cases, i, n, seconds, once)
+        loads = plan_shards(sweep.cases, n, seconds, once)
         estimate = (
             f"shard {i}/{n}: {len(cases)} cases, estimated {loads.loads[i]:.0f} s; all shards "
             f"{', '.join(f'{x:.0f}' for x in loads.loads)} s, imbalance "
