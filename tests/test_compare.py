@@ -90,8 +90,8 @@ def test_a_a_quick_runs_of_identical_code_flag_nothing() -> None:
     counts = comp.counts()
     assert counts["lower"] == 0 and counts["higher"] == 0
     assert counts["unchanged"] >= 90  # the cases were tested, not skipped
-    # ... although absolute times moved far beyond min_change: the test is drift-free.
-    assert comp.resolution().drift > 0.1
+    # ... although absolute times moved beyond min_change: the test is drift-free.
+    assert comp.resolution().drift > comp.min_change
 
 
 def test_a_a_default_run_against_itself_flags_nothing() -> None:
@@ -132,12 +132,13 @@ def test_power_one_mechanism_twenty_percent_slower() -> None:
     assert len(tested) >= len(ours) - 1
     assert tested["ratio_change"].to_numpy() == pytest.approx([1.2] * len(tested))
     # Every case whose own noise lets it resolve a 20% change (its `detectable`, stated in
-    # compare.md) is flagged; the noisiest (parallel set-ups, tiny steps) cannot be, and the
-    # report says so. Measured on this run: 72 of 98 resolvable, all flagged; 74% overall.
+    # compare.md) is flagged, and at least 90% of all; the misses are data-parallel cases,
+    # whose groups stop at their cap. Measured on this run: 97 of 107 (90 of 91 in one
+    # process, 7 of 16 under DDP and FSDP).
     resolvable = ours[ours["detectable"] <= 0.2]
     assert len(resolvable) >= 0.7 * len(ours)
     assert (resolvable["change"] == "higher").mean() >= 0.9
-    assert (ours["change"] == "higher").mean() >= 0.7
+    assert (ours["change"] == "higher").mean() >= 0.9
 
 
 # ---------------------------------------------------------------------------- alignment

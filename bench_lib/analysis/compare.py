@@ -16,7 +16,7 @@ moved their baselines by 0.49x to 1.35x), so any test on them reads that drift a
 Inside a run, each case's time ratio to its own baseline is measured in interleaved pairs
 (``ratio_samples``: one ratio per pair), so the drift cancels. A case's change is therefore the
 change of that ratio: :func:`welch_log_ratio` runs Welch's t-test on the logarithms of the
-per-pair ratios of the two runs (the estimate is the ratio of their geometric means, with its
+per-round ratios of the two runs (the estimate is the ratio of their geometric means, with its
 95% interval). The p-values of all tested cases are adjusted with :func:`holm` (Holm's
 step-down method: the chance that *any* case is flagged when nothing changed is at most
 ``alpha``). A case is ``lower`` or ``higher`` when its Holm-adjusted p-value is below ``alpha``
@@ -61,7 +61,7 @@ __all__ = [
 ALPHA = 0.05
 #: Default smallest relative change of a case's time ratio that counts as lower or higher.
 MIN_CHANGE = 0.05
-#: Fewer per-pair ratios than this on either side and the case is not tested.
+#: Fewer per-round ratios than this on either side and the case is not tested.
 MIN_PAIRS = 3
 #: Level of the interval shown for each case's change.
 CONFIDENCE = 0.95
@@ -83,7 +83,7 @@ class IdentityError(ValueError):
 class RatioTest:
     """Result of :func:`welch_log_ratio`.
 
-    ``change``: geometric mean of the new per-pair ratios over that of the base ones;
+    ``change``: geometric mean of the new per-round ratios over that of the base ones;
     ``ci_low``/``ci_high``: its :data:`CONFIDENCE` interval; ``p``: two-sided p-value (not
     adjusted); ``se``: standard error of the difference of mean logs; ``df``: Welch-Satterthwaite
     degrees of freedom (infinite when both samples are constant).
@@ -98,7 +98,7 @@ class RatioTest:
 
 
 def welch_log_ratio(base: Sequence[float], new: Sequence[float], between: float = 0.0) -> RatioTest:
-    """Welch's two-sample t-test on ``log(new)`` against ``log(base)`` (per-pair time ratios).
+    """Welch's two-sample t-test on ``log(new)`` against ``log(base)`` (per-round time ratios).
 
     The statistic is ``d / se`` with ``d = mean(log new) - mean(log base)`` and
     ``se = sqrt(s_b^2 / n_b + s_n^2 / n_n)`` (sample variances, ``n - 1``), referred to a t
@@ -220,7 +220,7 @@ class Comparison:
     run's), ``new_case_id``, axes, the absolute (descriptive) ``base_median_s``,
     ``new_median_s`` and ``median_ratio`` (new/base); the drift-free ``base_time_ratio``,
     ``new_time_ratio`` (with ``_ci_low``/``_ci_high``), ``ratio_change`` (new/base ratio of the
-    geometric means of the per-pair ratios, with ``ratio_change_ci_low``/``_high``),
+    geometric means of the per-round ratios, with ``ratio_change_ci_low``/``_high``),
     ``p_value`` (Welch, unadjusted), ``p_holm``, ``detectable`` (see :class:`Resolution`),
     ``change`` (a :data:`CHANGES` key); ``base_verdict``, ``new_verdict``, ``base_validity``,
     ``new_validity``, ``verdict_change`` (``newly invalid``, ``newly valid``, ``newly failed``,

@@ -60,14 +60,14 @@ def resolution_lines(comp: Comparison) -> list[str]:
             f"- **Time ratios to the baseline** (drift-free; the only numbers tested): for the "
             f"median case, changes under {fmt_pct(res.median_detectable)} are within this pair "
             f"of runs' noise. That is the median over the {res.tested} tested cases of the "
-            "smallest change Welch's test on the per-pair ratios would flag at Holm's strictest "
+            "smallest change Welch's test on the per-round ratios would flag at Holm's strictest "
             f"level (alpha / {res.tested}), given each case's spread in both runs. Of the "
             f"{res.tested} cases, {shares} could be resolved."
         )
     else:
         lines.append(
             "- **Time ratios to the baseline**: no case could be tested (each needs at least "
-            f"{MIN_PAIRS} per-pair ratios in both runs and must not be a baseline)."
+            f"{MIN_PAIRS} per-round ratios in both runs and must not be a baseline)."
         )
     drift = comp.baseline_drift()
     if drift:
@@ -139,7 +139,7 @@ def build_comparison(
         "**Test.** Each case's time ratio to its own baseline is measured inside each run in "
         "the rounds of its decision group (`ratio_samples`, one ratio per round), so the "
         "machine's drift cancels. For every case that is not a baseline and has at least "
-        f"{MIN_PAIRS} pairs in both runs, Welch's t-test compares the logarithms of the per-pair "
+        f"{MIN_PAIRS} rounds in both runs, Welch's t-test compares the logarithms of the per-round "
         "ratios of the two runs; the change is the ratio of their geometric means, new/base, "
         f"with its {CONFIDENCE:.0%} interval. The p-values are adjusted across the tested cases "
         f"with Holm's step-down method, which keeps the chance of flagging any case when "

@@ -144,7 +144,7 @@ def _use(d: Decision | None, prefix: str = "") -> str:
     text = prefix + " = ".join(d.members)
     notes = [f"{d.agree}/{d.groups} groups"] if d.disagree else []
     if d.unresolved:
-        notes.append("not resolved" if d.unresolved == d.agree else f"{d.unresolved} not resolved")
+        notes.append("unresolved" if d.unresolved == d.agree else f"{d.unresolved} unresolved")
     text += f" ({'; '.join(notes)})" if notes else ""
     return f"{text}: {fmt_ratio(d.time_ratio)}, {fmt_ratio(d.peak_ratio)} ({d.cases})"
 
