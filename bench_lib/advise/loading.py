@@ -725,14 +725,13 @@ def estimate_footprint(params: int, batch: int, tokens: int, hidden: int, layers
 
 
 def device_free_bytes(device: str) -> int:
-    """Free memory of ``device``: CUDA's free memory, or the host's available memory."""
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise usage_error("--device='cuda': CUDA is not available here (choices: cpu, cuda)")
-        return int(torch.cuda.mem_get_info()[0])
-    import psutil
+    """Free memory of ``device`` (:func:`~bench_lib.measuring.group.free_bytes`); a usage
+    error where CUDA is asked for and absent."""
+    from ..measuring.group import free_bytes
 
-    return int(psutil.virtual_memory().available)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise usage_error("--device='cuda': CUDA is not available here (choices: cpu, cuda)")
+    return free_bytes(device)
 
 
 def probe(

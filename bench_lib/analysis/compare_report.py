@@ -40,7 +40,6 @@ from .format import (
 )
 from .format import table as md_table
 from .header import run_rows
-from .ranking import touches_margin
 from .results import Run, is_missing, mechanism_order
 
 __all__ = ["build_comparison", "resolution_lines"]
@@ -290,16 +289,9 @@ def decision_lines(
                 same += 1
                 continue
             moved = set(da.members) ^ set(db.members)
-            touching = any(
-                touches_margin(r, s)
-                for c, d in ((cell, da), (other, db))
-                if c is not None
-                for r in c.rows
-                if r["mechanism"] in moved
-                for s in c.rows
-                if s["mechanism"] in d.members and s["mechanism"] != r["mechanism"]
-                and ranking.group_key(s) == ranking.group_key(r)
-            )  # fmt: skip
+            touching = _touches(cell, da, moved) or (
+                other is not None and _touches(other, db, moved)
+            )
             differ.append([key[0] + key[1], pattern, da.names(), db.names(),
                            "yes" if touching else "**no**"])  # fmt: skip
     decided = same + len(differ)
@@ -318,6 +310,20 @@ def decision_lines(
         lines += md_table(["family", "pattern", "base", "new", "a pair touches the margin"], differ)
         lines.append("")
     return lines
+
+
+def _touches(cell: glance.Cell, decision: ranking.Decision, moved: set[str]) -> bool:
+    """Whether a member that only one run named (``moved``) has, in one of ``cell``'s decision
+    groups, a pair with a member of ``decision`` that touches the margin."""
+    return any(
+        ranking.touches_margin(r, s)
+        for r in cell.rows
+        if r["mechanism"] in moved
+        for s in cell.rows
+        if s["mechanism"] in decision.members
+        and s["mechanism"] != r["mechanism"]
+        and ranking.group_key(s) == ranking.group_key(r)
+    )
 
 
 def _by_mechanism(table: pd.DataFrame) -> list[list[Any]]:

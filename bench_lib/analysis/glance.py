@@ -142,9 +142,8 @@ def _use(d: Decision | None, prefix: str = "") -> str:
     if d is None:
         return prefix + "none valid"
     text = prefix + " = ".join(d.members)
-    notes = [f"{d.agree}/{d.groups} groups"] if d.disagree else []
-    if d.unresolved:
-        notes.append("unresolved" if d.unresolved == d.agree else f"{d.unresolved} unresolved")
+    notes = [n for n in (f"{d.agree}/{d.groups} groups" if d.disagree else "",
+                         d.caveat(short=True)) if n]  # fmt: skip
     text += f" ({'; '.join(notes)})" if notes else ""
     return f"{text}: {fmt_ratio(d.time_ratio)}, {fmt_ratio(d.peak_ratio)} ({d.cases})"
 

@@ -111,6 +111,12 @@ def _pairwise(a: Row, b: Row) -> tuple[float, float] | None:
     return None if low is None or high is None else (low, high)
 
 
+def _margin(row: Row, default: float) -> float:
+    """The record's own margin (its decision group's), else ``default``."""
+    m = _float(row.get("margin"))
+    return default if m is None else m
+
+
 def equivalent(a: Row, b: Row, margin: float = MARGIN) -> bool:
     """Whether the data cannot tell ``a``'s step time from ``b``'s: the one rule of ties.
 
@@ -124,8 +130,7 @@ def equivalent(a: Row, b: Row, margin: float = MARGIN) -> bool:
     """
     direct = _pairwise(a, b)
     if direct is not None:
-        m = _float(a.get("margin"))
-        m = margin if m is None else m
+        m = _margin(a, margin)
         if 1 - m <= direct[0] and direct[1] <= 1 + m:
             return True
         return not (direct[1] < 1 or direct[0] > 1)
@@ -143,8 +148,7 @@ def touches_margin(a: Row, b: Row, margin: float = MARGIN) -> bool:
     direct = _pairwise(a, b)
     if direct is None:
         return False
-    m = _float(a.get("margin"))
-    m = margin if m is None else m
+    m = _margin(a, margin)
     low, high = direct
     crosses = any(low < edge < high for edge in (1 - m, 1 + m))
     return crosses or (low <= 1 <= high and not (1 - m <= low and high <= 1 + m))
@@ -201,12 +205,16 @@ class Decision:
     def disagree(self) -> bool:
         return self.agree < self.groups
 
-    def caveat(self) -> str:
-        """``""``, or ``"not resolved"`` / ``"not resolved in 2 of 3"`` for a tie by noise."""
+    def caveat(self, short: bool = False) -> str:
+        """``""``, or ``"not resolved"`` / ``"not resolved in 2 of 3"`` for a tie by noise
+        (``short``: ``"unresolved"`` / ``"2 unresolved"``, for the first screen's word
+        budget)."""
         if not self.unresolved:
             return ""
         if self.unresolved == self.agree:
-            return "not resolved"
+            return "unresolved" if short else "not resolved"
+        if short:
+            return f"{self.unresolved} unresolved"
         return f"not resolved in {self.unresolved} of {self.agree}"
 
     def names(self) -> str:

@@ -129,13 +129,7 @@ class CaseRun(ABC):
         """One timed value: ``warm`` untimed steps, then the seconds per step of ``steps``
         more. Where the steps run elsewhere (workers), the value is timed there, so that the
         messages to them are not in it."""
-        step = self.step
-        for _ in range(warm):
-            step()
-        t0 = stats.Clock.now()
-        for _ in range(steps):
-            step()
-        return (stats.Clock.now() - t0) / steps
+        return stats.timed_value(self.step, warm, steps)
 
     @abstractmethod
     def build_baseline(self) -> None:

@@ -39,7 +39,7 @@ from .budget import SMOKE_ROUNDS, Budget
 from .caserun import CaseRun, is_oom, release
 from .devices import DeviceUnavailable
 from .spec import Case
-from .stats import Clock, hodges_lehmann, median
+from .stats import Clock, hodges_lehmann, median, timed_value
 from .verify import Verdict
 
 __all__ = [
@@ -218,14 +218,8 @@ def time_group(
                 name = names[i]
                 if timers is not None:
                     values[name].append(timers[name](warm_n, value_n))
-                    continue
-                step = steps[name]
-                for _ in range(warm_n):
-                    step()
-                t0 = Clock.now()
-                for _ in range(value_n):
-                    step()
-                values[name].append((Clock.now() - t0) / value_n)
+                else:
+                    values[name].append(timed_value(steps[name], warm_n, value_n))
             if gc_was:
                 gc.enable()
             gc.collect()
@@ -483,16 +477,24 @@ def _time(
         looks = (budget.fixed_rounds,)
     alive = {n: step_s[n] for n in runs if n in step_s}
     first = min(max(looks[0], _min_rounds(budget, alive)), looks[-1])
-    long = bool(alive) and max(alive.values()) >= LONG_STEP_S
-    shape = {"value_steps": 1, "warm_steps": 0} if long else {}
+    value_n, warm_n = _value_shape(alive)
     if budget.cap_rounds and alive:
-        per_round = sum(alive.values()) * (1 if long else VALUE_STEPS + WARM_STEPS)
+        per_round = sum(alive.values()) * (value_n + warm_n)
         cap_s = max(cap_s, budget.cap_rounds * per_round)
     return time_group(
         {name: run.step for name, run in runs.items()}, valid, margin=margin, cap_s=cap_s,
-        seed=seed, looks=looks, min_rounds=first,
-        timers={name: run.value for name, run in runs.items()}, **shape,
+        seed=seed, looks=looks, min_rounds=first, value_steps=value_n, warm_steps=warm_n,
+        timers={name: run.value for name, run in runs.items()},
     )  # fmt: skip
+
+
+def _value_shape(step_s: Mapping[str, float]) -> tuple[int, int]:
+    """Steps of a value and warm steps at each switch: one step without warm steps where the
+    slowest member's step is long (:data:`LONG_STEP_S`), else :data:`VALUE_STEPS` after
+    :data:`WARM_STEPS`."""
+    if step_s and max(step_s.values()) >= LONG_STEP_S:
+        return 1, 0
+    return VALUE_STEPS, WARM_STEPS
 
 
 def _min_rounds(budget: Budget, step_s: Mapping[str, float]) -> int:
@@ -501,7 +503,7 @@ def _min_rounds(budget: Budget, step_s: Mapping[str, float]) -> int:
     if budget.smoke or not step_s:
         return 1
     slowest = max(step_s.values())
-    value_steps = 1 if slowest >= LONG_STEP_S else VALUE_STEPS
+    value_steps, _ = _value_shape(step_s)
     return math.ceil(budget.target_time_s / (value_steps * slowest)) if slowest > 0 else 1
 
 

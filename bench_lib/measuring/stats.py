@@ -15,13 +15,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Clock", "RatioResult", "interleaved_ratio", "median", "median_ci", "quantile"]
+__all__ = [
+    "Clock",
+    "RatioResult",
+    "interleaved_ratio",
+    "median",
+    "median_ci",
+    "quantile",
+    "timed_value",
+]
 
 
 class Clock:
     """The clock seam: tests replace ``Clock.now`` with a fake that returns seeded times."""
 
     now: Callable[[], float] = staticmethod(time.perf_counter)
+
+
+def timed_value(step: Callable[[], object], warm: int, steps: int) -> float:
+    """One timed value of ``step``: ``warm`` untimed steps, then the seconds per step of
+    ``steps`` more, on :class:`Clock`."""
+    for _ in range(warm):
+        step()
+    t0 = Clock.now()
+    for _ in range(steps):
+        step()
+    return (Clock.now() - t0) / steps
 
 
 def quantile(values: Sequence[float], q: float) -> float:
