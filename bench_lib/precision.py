@@ -68,6 +68,9 @@ class Precision:
     rounds_needed: float
     #: The width 90% of the groups reached (:data:`SHARE`): the margin they could resolve at.
     reachable: float
+    #: Resolved groups whose cap was spent with a needed pair still across an edge of the
+    #: margin (``group_stop`` ``borderline``): calls another run may make the other way.
+    borderline: int = 0
 
     @property
     def share(self) -> float:
@@ -80,6 +83,11 @@ class Precision:
             f"({self.share:.0%}) at margin {self.margin:.0%}; median width {self.median_width:.1%} "
             f"after a median {self.rounds:.0f} rounds; noise per value {self.noise:.1%}"
         )
+        if self.borderline:
+            text += (
+                f"; {self.borderline} resolved with a pair still across an edge of the margin "
+                "when the cap was spent"
+            )
         if self.resolved < self.groups:
             text += (
                 f"; resolving would take a median {self.rounds_needed:.0f} rounds; the margin "
@@ -135,6 +143,7 @@ def by_setup(rows: Iterable[Mapping[str, Any]]) -> list[Precision]:
                 rounds=_quantile(rounds, 0.5),
                 rounds_needed=_quantile([float(x) for x in needed], 0.5),
                 reachable=_quantile(widths, SHARE),
+                borderline=sum(1 for r in rs if "borderline" in str(r.get("group_stop") or "")),
             )
         )
     return out

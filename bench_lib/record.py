@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .axes import AXES
+from .vocab import GROUP_STOPS
 
 __all__ = [
     "FIELDS",
@@ -210,6 +211,19 @@ FIELDS: dict[str, Field] = {
         "fraction",
         "the widest needed pair's full interval width, (high - low) / ratio",
         "the case was not timed, or its group had no needed pair",
+    ),
+    "group_stop": Field(
+        "-",
+        "why the decision group stopped: "
+        + "; ".join(f"`{k}`: {v}" for k, v in GROUP_STOPS.items())
+        + " (chunks: each chunk's, comma-separated)",
+        "the case was not timed",
+    ),
+    "group_borderline": Field(
+        "count",
+        "needed pairs whose interval still crossed an edge of the margin (1 - margin or "
+        "1 + margin) when the group stopped: calls another run may make the other way",
+        "the case was not timed",
     ),
     "group_members": Field(
         "list of -", "the mechanisms timed together in the group", "the case was not timed"

@@ -15,6 +15,7 @@ __all__ = [
     "DEVICES",
     "DTYPES",
     "FROZEN_MODES",
+    "GROUP_STOPS",
     "MECHANISMS",
     "MODELS",
     "NAMES_PATTERN",
@@ -100,3 +101,12 @@ PARALLEL: tuple[str, ...] = (
 )
 #: The DDP set-ups (their gradients are all-reduced in buckets: ``ddp_buckets``).
 PARALLEL_DDP: tuple[str, ...] = ("ddp", "ddp_find_unused", "ddp_static")
+
+#: Why a decision group's rounds stopped (the record's ``group_stop``), by key.
+GROUP_STOPS: dict[str, str] = {
+    "settled": "resolved, every needed pair clear of the margin's edges",
+    "borderline": "resolved, a needed pair still across an edge when the cap was spent",
+    "cap": "not resolved when its time cap was spent",
+    "out_of_reach": "not resolved, and the rounds resolution needs far beyond its cap",
+    "last_look": "the last look reached",
+}

@@ -16,7 +16,6 @@ import pytest
 
 from bench_lib.measuring.budget import Budget
 from bench_lib.measuring.devices import DeviceUnavailable
-from bench_lib.measuring.launcher import launcher_for
 from bench_lib.measuring.runner import measure_case, warm_up_process
 from bench_lib.measuring.spec import Case
 
@@ -67,11 +66,14 @@ def test_train_step(
         benchmark.pedantic(_nothing, rounds=len(values), warmup_rounds=0, iterations=1)
 
     def start(c: Case) -> Any:
-        return launcher_for(c).start(c, bench_budget)
+        # A parallel case's workers are shared by its set-up (its group's members, then each
+        # member's passes); the session stops them after the set-up's last case.
+        return bench_session.launcher(c).start(c, bench_budget)
 
     try:
         timing = bench_session.timing(case, bench_budget, start)
-        record = measure_case(case, bench_budget, time_steps, timing=timing)
+        launcher = bench_session.launcher(case)
+        record = measure_case(case, bench_budget, time_steps, launcher, timing=timing)
     except DeviceUnavailable as e:
         pytest.skip(str(e))
     entry = None

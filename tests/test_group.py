@@ -62,6 +62,7 @@ def test_identical_twins_resolve_as_equivalent(fake):
     assert result.resolved
     assert classify(result.pair("twin", "base"), 0.05) == "equivalent"
     assert result.rounds in group.LOOKS
+    assert result.stop == "settled" and result.borderline == 0
 
 
 def test_a_member_slower_by_twice_the_margin_is_distinct(fake):
@@ -75,13 +76,56 @@ def test_a_member_slower_by_twice_the_margin_is_distinct(fake):
 
 
 def test_a_group_that_cannot_resolve_stops_at_its_cap(fake):
-    clock = fake(3, 0.8)  # far noisier than the margin allows in the rounds the cap buys
+    # A round costs 12 fake steps of 0.01 s: the cap of 3.5 s is spent at the look after 29
+    # rounds (32); the width needed is within reach of the cap, so no look before stops it.
+    clock = fake(3, 0.12)
     steps = {"base": clock.step(0.01), "m": clock.step(0.01)}
-    result = time_group(steps, {"base": True, "m": True}, margin=0.05, cap_s=0.5)
+    result = time_group(steps, {"base": True, "m": True}, margin=0.05, cap_s=3.5)
     assert not result.resolved
     assert result.widest > 0.05
-    assert result.rounds < group.LOOKS[-1]  # stopped by the cap, at a look
-    assert result.rounds in group.LOOKS
+    assert result.rounds == 32  # stopped by the cap, at a look
+    assert result.stop == "cap"
+
+
+def test_a_group_far_out_of_reach_stops_at_its_first_look(fake):
+    clock = fake(3, 0.8)  # far noisier than the margin allows in the 64 rounds of the last look
+    steps = {"base": clock.step(0.01), "m": clock.step(0.01)}
+    result = time_group(steps, {"base": True, "m": True}, margin=0.05, cap_s=1e9)
+    assert not result.resolved
+    assert result.rounds == group.LOOKS[0]
+    assert result.stop == "out_of_reach"
+    # ... because the rounds it would need are more than twice the last look's.
+    assert result.rounds * (result.widest / 0.05) ** 2 > group.OUT_OF_REACH * group.LOOKS[-1]
+
+
+def test_a_pair_across_an_edge_of_the_margin_runs_on_until_it_clears_or_the_cap(fake):
+    # 3% apart: resolved after a few rounds, but its interval crosses 0.95 at first; the
+    # rounds go on until it lies inside 1 +/- margin, so the call is the one more rounds make.
+    clock = fake(5, 0.05)
+    steps = {"base": clock.step(0.01), "near": clock.step(0.0097)}
+    result = time_group(steps, {"base": True, "near": True}, margin=0.05, cap_s=1e9)
+    assert result.resolved and result.stop == "settled"
+    assert classify(result.pair("base", "near"), 0.05) == "equivalent"
+    # At the edge itself (5% apart) it never clears: the cap stops it, resolved, borderline.
+    clock = fake(6, 0.05)
+    steps = {"base": clock.step(0.01), "edge": clock.step(0.0105)}
+    result = time_group(steps, {"base": True, "edge": True}, margin=0.05, cap_s=4.0)
+    assert result.resolved and result.stop == "borderline" and result.borderline == 1
+    assert result.rounds > group.LOOKS[0]
+    assert group.crosses_edge(result.pair("edge", "base"), 0.05)
+
+
+def test_with_the_edge_rule_a_pair_3_percent_apart_is_called_equivalent_reliably(fake):
+    """The rule's point: a true 3% difference, inside the margin, got an interval crossing
+    0.95 in about half the groups that stopped at the first resolved look (so another run made
+    the other call); going on until the interval clears calls it equivalent in at least 95%."""
+    calls = collections.Counter()
+    for seed in range(100):
+        clock = fake(500 + seed, 0.05)
+        steps = {"a": clock.step(0.01), "b": clock.step(0.0097)}
+        result = time_group(steps, dict.fromkeys(steps, True), margin=0.05, cap_s=1e9)
+        calls[classify(result.pair("b", "a"), 0.05)] += 1
+    assert calls["equivalent"] >= 95, calls
 
 
 def test_invalid_members_make_no_needed_pair(fake):

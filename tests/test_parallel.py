@@ -10,6 +10,7 @@ runs without workers.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -22,7 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
-from bench_lib.measuring import runner
+from bench_lib.measuring import group, runner
 from bench_lib.measuring.budget import Budget
 from bench_lib.measuring.devices import DeviceUnavailable
 from bench_lib.measuring.parallel import coordinator
@@ -257,6 +258,63 @@ def test_a_worker_that_raises_or_hangs_fails_the_case(
     assert record["status"] == "error"
     assert message in record["status_message"]
     assert launcher.run is not None and _gone(launcher.run.pids)
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_parallel_set_up_shares_one_set_of_workers_and_a_refusing_member_fails_alone() -> None:
+    """The baseline and both members of a DDP group are opened on one set of workers and timed
+    there; the member DDP refuses fails alone (the workers stay in step); the valid member's
+    passes reuse the workers and measure what fresh workers measure (nothing of the dropped
+    members is left on them); closing the launcher stops them and frees the port."""
+    budget = dataclasses.replace(TINY, fixed_rounds=4)
+    launcher = TorchLauncher(shared=True)
+    refused, valid = mlp("middle", "no_grad", "ddp"), mlp("middle", "requires_grad", "ddp")
+    seen: list[list[int]] = []
+
+    def start(c: Case) -> TorchRun:
+        run = launcher.start(c, budget)
+        seen.append(run.pids)
+        return run
+
+    try:
+        timings = group.time_members([refused, valid], budget, start)
+        workers = launcher.workers
+        assert workers is not None and workers.usable
+        pids, port = workers.pids, workers.port
+        assert len(seen) == 3 and all(p == pids for p in seen)  # the baseline, both members
+        assert timings[refused].verdict is not None
+        assert timings[refused].verdict.verdict == "error"
+        assert len(timings[valid].values) == 4
+        assert timings[valid].pairs["none"].ratio > 0
+        assert "together" in timings[valid].summary["timing_design"]
+        shared = runner.measure_case(valid, budget, lambda v: None, launcher, timings[valid])
+        assert launcher.workers is workers and workers.pids == pids
+        own = runner.measure_case(valid, budget, lambda v: None, TorchLauncher())
+    finally:
+        launcher.close()
+    assert launcher.workers is None
+    assert _gone(pids) and _port_is_free(port)
+    assert shared["status"] == own["status"] == "ok", (shared["status_message"], own)
+    for key in ("peak_memory_bytes", "param_bytes", "grad_bytes", "optimizer_state_bytes",
+                "saved_activation_bytes", "comm_bytes", "flops_forward"):  # fmt: skip
+        assert shared[key] == own[key], key
+
+
+@pytest.mark.usefixtures("clean")
+def test_shared_workers_stop_when_another_set_up_starts() -> None:
+    launcher = TorchLauncher(shared=True)
+    try:
+        first = launcher.start(mlp("prefix", "requires_grad", "ddp"), TINY)
+        again = launcher.start(mlp("middle", "requires_grad", "ddp"), TINY)
+        assert again.pids == first.pids  # one set-up: one set of workers
+        pids, port = first.pids, first.port
+        other = launcher.start(mlp("prefix", "requires_grad", "fsdp"), TINY)
+        assert _gone(pids) and _port_is_free(port) and other.pids != pids
+        with pytest.raises(coordinator.WorkerError, match="cannot go on"):
+            first.check()
+        first.close()  # a member of stopped workers closes quietly
+    finally:
+        launcher.close()
 
 
 # ------------------------------------------------------------------------------ devices

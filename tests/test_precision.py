@@ -44,3 +44,13 @@ def test_groups_by_set_up_with_noise_rounds_needed_and_reachable_margin() -> Non
     assert "ddp: 0 of 1 decision groups resolved (0%) at margin 5%" in lines[2]
     assert "resolving would take a median 384 rounds" in lines[2]
     assert precision.summary_lines([]) == []
+
+
+def test_resolved_groups_that_spent_their_cap_across_an_edge_are_counted_as_borderline() -> None:
+    rows = [
+        {**_row("prefix", "requires_grad", "none", 0.03, 48, True), "group_stop": "borderline"},
+        {**_row("middle", "requires_grad", "none", 0.03, 16, True), "group_stop": "settled"},
+    ]
+    (single,) = precision.by_setup(rows)
+    assert (single.resolved, single.borderline) == (2, 1)
+    assert "1 resolved with a pair still across an edge of the margin" in single.line()

@@ -202,3 +202,8 @@ class Launcher(ABC):
     def start(self, case: Case, budget: Budget) -> CaseRun:
         """Start ``case``'s run (raises :class:`~bench_lib.measuring.devices.DeviceUnavailable`
         where its devices are absent, and anything else when it cannot start)."""
+
+    def close(self) -> None:
+        """Release what the launcher holds beyond its runs (workers shared by the runs of one
+        set-up); nothing by default."""
+        return None

@@ -15,12 +15,18 @@ mechanism here", so its members are timed together:
 * **Pairs.** Any two members form a pair: their per-round ratios, with the Hodges-Lehmann
   estimate and its 95% interval (:func:`~bench_lib.measuring.stats.hodges_lehmann`: robust to
   an outlier round like the median, and a third fewer rounds for the same width).
-* **Stop rule.** At fixed looks (:data:`LOOKS` rounds) the group stops when every *needed* pair
-  (the cheapest valid member against each other valid member) has an interval at most
-  ``margin`` wide in full ((high - low) / ratio), or when its time cap is spent (then it is
-  *unresolved*, with the widths it reached). Then each pair is classified once:
-  **equivalent** when its interval lies inside ``1 +/- margin``, **distinct** otherwise (at that
-  width a distinct interval excludes 1).
+* **Stop rule.** At fixed looks (:data:`LOOKS` rounds) the group is *resolved* when every
+  *needed* pair (the cheapest valid member against each other valid member) has an interval at
+  most ``margin`` wide in full ((high - low) / ratio). It stops there when no needed pair's
+  interval crosses an edge, ``1 - margin`` or ``1 + margin`` (a pair across an edge is a call
+  another run may make the other way: the rounds go on, within the cap, until it clears or the
+  cap is spent; it then counts as *borderline*). It stops unresolved when its time cap is spent,
+  or early when resolution is out of its reach: when the rounds it would need (``rounds *
+  (widest / margin)**2``) are more than :data:`OUT_OF_REACH` times the rounds the cap (and the
+  last look) allows at the pace so far. Then each pair is classified once: **equivalent** when
+  its interval lies inside ``1 +/- margin``, **distinct** otherwise (at that width a distinct
+  interval excludes 1). Neither extension changes a call on identical twins: their intervals
+  hold 1, far from the edges.
 
 The clock is :class:`~bench_lib.measuring.stats.Clock` (tests replace it with a fake).
 """
@@ -44,6 +50,7 @@ from .verify import Verdict
 
 __all__ = [
     "LOOKS",
+    "OUT_OF_REACH",
     "TWIN",
     "VALUE_STEPS",
     "WARM_STEPS",
@@ -51,10 +58,12 @@ __all__ = [
     "MemberTiming",
     "PairResult",
     "classify",
+    "crosses_edge",
     "default_margin",
     "design_label",
     "group_key",
     "groups_of",
+    "out_of_reach",
     "pair_result",
     "time_group",
     "time_members",
@@ -72,6 +81,10 @@ LONG_STEP_S = 0.1
 #: The rounds at which the stop rule looks (never in between: fewer looks, fewer chances for
 #: noise to stop a group early).
 LOOKS: tuple[int, ...] = (8, 12, 16, 24, 32, 48, 64)
+#: An unresolved group stops at a look when the rounds it would need exceed this many times the
+#: rounds its cap allows: the width reached after a few rounds is itself noisy (at 8 rounds
+#: it is off by a third either way), so only a group far out of reach stops before its cap.
+OUT_OF_REACH = 2.0
 
 
 def williams_orders(n: int, seed: int) -> list[list[int]]:
@@ -125,6 +138,22 @@ def pair_result(a: Sequence[float], b: Sequence[float]) -> PairResult:
     return PairResult(math.exp(centre), math.exp(low), math.exp(high))
 
 
+def crosses_edge(pair: PairResult, margin: float) -> bool:
+    """Whether the interval holds ``1 - margin`` or ``1 + margin`` inside it: a call (equivalent
+    or distinct) another run may make the other way."""
+    if pair.low is None or pair.high is None:
+        return False
+    return any(pair.low < edge < pair.high for edge in (1 - margin, 1 + margin))
+
+
+def out_of_reach(rounds: int, widest: float, margin: float, reachable: float) -> bool:
+    """Whether the rounds that resolution would need (widths shrink as 1/sqrt(rounds):
+    ``rounds * (widest / margin)**2``) exceed :data:`OUT_OF_REACH` times ``reachable``."""
+    if math.isinf(widest):
+        return False
+    return rounds * (widest / margin) ** 2 > OUT_OF_REACH * reachable
+
+
 def classify(pair: PairResult, margin: float) -> str:
     """``equivalent`` (interval inside 1 +/- margin), ``distinct`` (interval excludes 1),
     ``unresolved`` (interval wider than the margin and holding 1: the rounds could not tell
@@ -142,7 +171,9 @@ def classify(pair: PairResult, margin: float) -> str:
 @dataclass
 class GroupResult:
     """What the group's rounds gave: each member's per-round values (seconds per step), the
-    rounds, whether the needed pairs resolved, the widest needed pair, and the design."""
+    rounds, whether the needed pairs resolved, the widest needed pair, the design, why it
+    stopped (a key of :data:`~bench_lib.vocab.GROUP_STOPS`) and how many needed pairs crossed an
+    edge at the end."""
 
     names: list[str]
     values: dict[str, list[float]]
@@ -152,6 +183,8 @@ class GroupResult:
     design: str
     seconds: float
     needed: list[tuple[str, str]] = field(default_factory=list)
+    stop: str = "last_look"
+    borderline: int = 0
 
     def pair(self, a: str, b: str) -> PairResult:
         return pair_result(self.values[a], self.values[b])
@@ -209,6 +242,8 @@ def time_group(
     widest = math.inf
     needed: list[tuple[str, str]] = []
     rounds = 0
+    stop = "last_look"
+    borderline = 0
     gc_was = gc.isenabled()
     try:
         while True:
@@ -227,11 +262,24 @@ def time_group(
             if rounds < first_look or (rounds not in looks and rounds < looks[-1]):
                 continue
             needed = needed_pairs(names, values, valid)
-            widths = [pair_result(values[a], values[b]).width for a, b in needed]
-            widest = max(widths, default=0.0)
+            pairs = [pair_result(values[a], values[b]) for a, b in needed]
+            widest = max((p.width for p in pairs), default=0.0)
             resolved = widest <= margin
-            if resolved or rounds >= looks[-1] or Clock.now() - start >= cap_s:
-                break
+            borderline = sum(crosses_edge(p, margin) for p in pairs)
+            elapsed = Clock.now() - start
+            if resolved and not borderline:
+                stop = "settled"
+            elif rounds >= looks[-1]:
+                stop = "last_look"
+            elif elapsed >= cap_s:
+                stop = "borderline" if resolved else "cap"
+            elif not resolved and out_of_reach(
+                rounds, widest, margin, min(looks[-1], rounds * cap_s / max(elapsed, 1e-9))
+            ):
+                stop = "out_of_reach"
+            else:
+                continue
+            break
     finally:
         if gc_was:
             gc.enable()
@@ -244,6 +292,8 @@ def time_group(
         design_label(seed, margin, cap_s, value_n, warm_n),
         Clock.now() - start,
         needed,
+        stop,
+        borderline,
     )
 
 
@@ -401,6 +451,8 @@ def time_members(
                     "resolved": all(p.resolved for p in parts),
                     "group_rounds": sum(p.rounds for p in parts),
                     "group_widest": None if math.isinf(widest) else widest,
+                    "group_stop": ", ".join(dict.fromkeys(p.stop for p in parts)),
+                    "group_borderline": sum(p.borderline for p in parts),
                     "group_members": list(dict.fromkeys(n for p in parts for n in p.names)),
                     "group_seconds": round(Clock.now() - t0, 3),
                     "margin": margin,

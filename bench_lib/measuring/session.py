@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -21,9 +22,11 @@ from ..axes import AXES
 from ..journal import Journal, JournalError, read_journal
 from . import env
 from .budget import Budget
+from .caserun import Launcher
 from .devices import cuda_unavailable_reason
 from .estimate import load_measured_seconds, model_for, one_time_costs
 from .group import MemberTiming, group_key, groups_of, time_members
+from .launcher import launcher_for
 from .spec import Case, CaseError
 from .sweep import PROFILES, Filters, Skip, generate, parse_ints, parse_list, plan_shards, shard
 
@@ -239,6 +242,10 @@ class Session:
         #: and the timings of the groups timed but not yet consumed by all their members.
         self.groups: dict[tuple[tuple[str, Any], ...], list[Case]] = groups_of(plan.cases)
         self._timings: dict[Case, MemberTiming] = {}
+        #: Parallel cases run on workers shared by their set-up (made at the first one), and
+        #: the cases of each set-up not yet recorded (its workers stop with the last).
+        self._shared: Launcher | None = None
+        self._pending: dict[Case, int] = {}
         if resume:
             if journal_path is None:
                 raise CaseError(
@@ -266,6 +273,18 @@ class Session:
         """The cases that will run (pytest's items after -k and resume): groups form among
         them only."""
         self.groups = groups_of(cases)
+        self._pending = dict(Counter(c.baseline() for c in cases if c.is_parallel))
+
+    def launcher(self, case: Case) -> Launcher:
+        """Where ``case`` runs: in this process, or, for a parallel case, on the workers its
+        set-up shares (:class:`~.parallel.coordinator.TorchLauncher` with ``shared``)."""
+        if not case.is_parallel:
+            return launcher_for(case)
+        if self._shared is None:
+            from .parallel.coordinator import TorchLauncher  # torch.distributed where used
+
+            self._shared = TorchLauncher(shared=True)
+        return self._shared
 
     def timing(self, case: Case, budget: Budget, start: Callable[[Case], Any]) -> MemberTiming:
         """``case``'s timing from its decision group, timed the first time one of its members
@@ -310,6 +329,11 @@ class Session:
         """Keep a finished case: journal it at once; ``entry`` is pytest-benchmark's entry of a
         timed case, ``None`` for one that failed before its timed loop (JSON ``failed`` list)."""
         self.records.append(record)
+        setup = case.baseline()
+        if setup in self._pending:
+            self._pending[setup] -= 1
+            if self._pending[setup] <= 0 and self._shared is not None:
+                self._shared.close()  # the set-up's last case: its workers stop
         if entry is None:
             entry = {
                 "name": case.id,
@@ -345,6 +369,8 @@ class Session:
         return [*self.records, *(e["extra_info"] for e in self.resumed)]
 
     def close(self) -> None:
+        if self._shared is not None:
+            self._shared.close()
         if self.journal is not None:
             self.journal.close()
 

@@ -1,6 +1,9 @@
-"""The coordinator's side of a parallel case: :class:`TorchLauncher` and its :class:`TorchRun`.
+"""The coordinator's side of a parallel case: :class:`TorchLauncher`, its :class:`Workers` and
+the :class:`TorchRun` of each case on them.
 
-The pytest process is the coordinator. For one case it
+The pytest process is the coordinator. For one set of workers (a case's own, or, with
+``TorchLauncher(shared=True)``, those of one set-up: every member of its decision groups is
+opened on them, timed there beside the others, and measured pass by pass there) it
 
 1. opens a ``torch.distributed.TCPStore`` on 127.0.0.1, on a port the OS picks (port 0): the
    rendezvous of the process group, held here so that no other process can take the port
@@ -13,14 +16,15 @@ The pytest process is the coordinator. For one case it
    inherit): a clean interpreter that the first parallel case starts with :data:`PRELOAD`
    imported (torch, and ``torch._dynamo``, which DDP and FSDP import when they are built: 5 s of
    CPU per worker otherwise), which ends with this process, never runs a case and holds no
-   port. Each case's workers are new processes;
-3. drives every pass and every step: a step sends ``step`` to all ranks and returns when all of
-   them have answered, so that pytest-benchmark's timed loop and the interleaved pairs time one
-   synchronised step of all ranks;
-4. on success and on failure alike (:meth:`TorchRun.close`), asks the workers to stop, waits
+   port. Each set of workers is new processes;
+3. drives every pass and every step of each member (a member is a number the workers hold its
+   case under: ``open`` builds nothing, ``drop`` frees everything it built): a value is timed
+   on the ranks between two barriers, any other command returns when all ranks have answered;
+4. on success and on failure alike (:meth:`Workers.close`: a case's own when its run closes,
+   shared ones when the next set-up starts or the session ends), asks the workers to stop, waits
    :data:`STOP_GRACE_S`, then sends SIGTERM and, after :data:`KILL_GRACE_S`, SIGKILL to those
    still alive (by the pids it started, nothing else), reaps them, and closes the pipes and the
-   store: no process and no listening port of the case is left.
+   store: no process and no listening port of the case (or of the set-up) is left.
 
 A worker that raises, crashes (its pipe closes, or its process exits) or hangs fails the case:
 :class:`WorkerError` with the worker's first line (``rank 1: RuntimeError: ...``, or ``rank 1
@@ -28,13 +32,17 @@ A worker that raises, crashes (its pipe closes, or its process exits) or hangs f
 sweep goes on. A hang is detected at a deadline: the workers get :data:`START_S` (90 s) to start
 and report ready, and the case then gets :func:`case_timeout_s` for all its passes: 20 times the
 cost model's estimate of the whole case, at least 60 s. The process group gets both together as
-its timeout, so that a worker stuck in a collective gives up too.
+its timeout, so that a worker stuck in a collective gives up too. A command that fails on every
+rank alike (each answers with its error within :data:`STOP_GRACE_S`) fails only its member: the
+workers are still in step and serve the others; otherwise they are *broken*, every member on
+them fails, and a shared launcher starts new ones for the next case.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -70,6 +78,7 @@ __all__ = [
     "TorchLauncher",
     "TorchRun",
     "WorkerError",
+    "Workers",
     "case_timeout_s",
 ]
 
@@ -105,10 +114,10 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
-class TorchRun(CaseRun):
-    """A parallel case on ``case.world`` workers (see the module docstring). Construction
-    launches them and waits until all are in the process group; a failure to start closes
-    everything before raising."""
+class Workers:
+    """``case.world`` worker processes in one process group (see the module docstring), holding
+    any number of members (:class:`TorchRun`). Construction launches them and waits until all
+    are in the process group; a failure to start closes everything before raising."""
 
     def __init__(self, case: Case, timeout_s: float, start_s: float = START_S) -> None:
         self.case = case
@@ -119,16 +128,14 @@ class TorchRun(CaseRun):
         self._context: Any = None
         self._store: Any = None
         self._port = 0
-        self._broken: str | None = None
-        self._calibration_steps = CALIBRATION_STEPS
-        self._closed = False
+        self._members = itertools.count(1)
+        self.broken: str | None = None
+        self.closed = False
         try:
             self._launch()
         except BaseException:
             self.close()
             raise
-
-    # ---------------------------------------------------------------- launching and stopping
 
     def _launch(self) -> None:
         case = self.case
@@ -175,7 +182,7 @@ class TorchRun(CaseRun):
 
     @property
     def port(self) -> int:
-        """The TCP port of the case's rendezvous store on 127.0.0.1 (closed with the case)."""
+        """The TCP port of the rendezvous store on 127.0.0.1 (closed with the workers)."""
         return self._port
 
     @property
@@ -183,14 +190,27 @@ class TorchRun(CaseRun):
         """The workers' process ids, rank order (empty before they started)."""
         return [] if self._context is None else list(self._context.pids())
 
+    @property
+    def usable(self) -> bool:
+        """Whether the workers can take more commands (not closed, not broken)."""
+        return not (self.closed or self.broken)
+
+    def extend(self, timeout_s: float) -> None:
+        """Give the commands from now on ``timeout_s`` more (a new member's passes)."""
+        self._deadline = max(self._deadline, time.monotonic() + timeout_s)
+
+    def new_member(self) -> int:
+        """A number no member of these workers had."""
+        return next(self._members)
+
     def close(self) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         processes = [] if self._context is None else list(self._context.processes)
         for conn in self._conns:
             with contextlib.suppress(OSError):
-                conn.send(("stop", None))
+                conn.send(("stop", None, None))
         end = time.monotonic() + STOP_GRACE_S
         for p in processes:
             p.join(max(0.0, end - time.monotonic()))
@@ -225,23 +245,34 @@ class TorchRun(CaseRun):
             how = f"killed by {signal.Signals(-p.exitcode).name}"
         return f"rank {rank} (pid {p.pid}) {how} during {command!r}"
 
+    def _fail(self, why: str) -> WorkerError:
+        self.broken = why
+        return WorkerError(why)
+
     def _gather(self, command: str, first: Callable[[Any], bool] | None = None) -> list[Any]:
         """Every rank's answer to ``command``, in rank order (or the first answer ``first``
         accepts). Raises :class:`WorkerError` when a rank answers with an error, dies, or does
-        not answer before the case's deadline."""
+        not answer before the deadline. After an error (or an answer ``first`` accepts) the
+        other ranks get :data:`STOP_GRACE_S` to answer too: when they all do, the workers are
+        still in step and go on serving their other members; otherwise they are broken."""
         processes = self._context.processes
         sentinels = {p.sentinel: rank for rank, p in enumerate(processes)}
         pending = dict(enumerate(self._conns))
         replies: list[Any] = [None] * len(self._conns)
+        early: tuple[str | None, Any] | None = None  # (error, accepted answer)
+        grace_end = 0.0
         while pending:
             remaining = self._deadline - time.monotonic()
+            if early is not None:
+                remaining = min(remaining, grace_end - time.monotonic())
             if remaining <= 0:
+                if early is not None:
+                    break
                 limit = self.start_s if command == "start" else self.timeout_s
-                self._broken = (
+                raise self._fail(
                     f"rank {min(pending)} did not answer {command!r} within the case's "
                     f"{limit:.0f} s (the worker hangs)"
                 )
-                raise WorkerError(self._broken)
             ready = wait([*pending.values(), *sentinels], timeout=remaining)
             for rank, conn in list(pending.items()):
                 if conn not in ready:
@@ -249,35 +280,95 @@ class TorchRun(CaseRun):
                 try:
                     status, payload = conn.recv()
                 except (EOFError, OSError):
-                    self._broken = self._death(rank, command)
-                    raise WorkerError(self._broken) from None
-                if status != "ok":
-                    self._broken = str(payload)
-                    raise WorkerError(self._broken)
-                if first is not None and first(payload):
-                    self._broken = "an earlier command returned before every rank answered"
-                    return [payload]
-                replies[rank] = payload
+                    raise self._fail(self._death(rank, command)) from None
                 del pending[rank]
+                replies[rank] = payload
+                if early is None and (status != "ok" or (first is not None and first(payload))):
+                    early = (str(payload), None) if status != "ok" else (None, payload)
+                    grace_end = time.monotonic() + STOP_GRACE_S
             for obj in ready:
                 if obj in sentinels and sentinels[obj] in pending:
-                    self._broken = self._death(sentinels[obj], command)
-                    raise WorkerError(self._broken)
-        return replies
+                    raise self._fail(self._death(sentinels[obj], command))
+        if early is None:
+            return replies
+        error, accepted = early
+        if pending:
+            self.broken = error or "an earlier command returned before every rank answered"
+        if error is not None:
+            raise WorkerError(error)
+        return [accepted]
+
+    def call(
+        self,
+        command: str,
+        arg: Any = None,
+        member: int | None = None,
+        first: Callable[[Any], bool] | None = None,
+    ) -> list[Any]:
+        """Send ``command`` (for ``member``) to every rank and gather the answers (see
+        :meth:`_gather`)."""
+        if not self.usable:
+            raise WorkerError(f"the case's workers cannot go on: {self.broken or 'closed'}")
+        for rank, conn in enumerate(self._conns):
+            try:
+                conn.send((command, arg, member))
+            except OSError:
+                raise self._fail(self._death(rank, command)) from None
+        return self._gather(command, first)
+
+
+class TorchRun(CaseRun):
+    """A parallel case on ``case.world`` workers (see the module docstring): on ``workers``
+    shared with the other members of its decision group, or on workers of its own, launched
+    here (a failure to start closes everything before raising) and stopped by :meth:`close`."""
+
+    def __init__(
+        self,
+        case: Case,
+        timeout_s: float,
+        start_s: float = START_S,
+        workers: Workers | None = None,
+    ) -> None:
+        self.case = case
+        self._own = workers is None
+        self.workers = Workers(case, timeout_s, start_s) if workers is None else workers
+        self._member = self.workers.new_member()
+        self._calibration_steps = CALIBRATION_STEPS
+        self._closed = False
+        try:
+            self._call("open", case.to_dict())
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def port(self) -> int:
+        """The TCP port of the workers' rendezvous store on 127.0.0.1."""
+        return self.workers.port
+
+    @property
+    def pids(self) -> list[int]:
+        """The workers' process ids, rank order."""
+        return self.workers.pids
+
+    def close(self) -> None:
+        """Drop the member from its workers (and stop them when they are its own)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._own:
+            self.workers.close()
+        elif self.workers.usable:
+            with contextlib.suppress(WorkerError):
+                self.workers.call("drop", None, self._member)
 
     def _call(
         self, command: str, arg: Any = None, first: Callable[[Any], bool] | None = None
     ) -> list[Any]:
-        """Send ``command`` to every rank and gather the answers (see :meth:`_gather`)."""
-        if self._closed or self._broken:
-            raise WorkerError(f"the case's workers cannot go on: {self._broken or 'closed'}")
-        for rank, conn in enumerate(self._conns):
-            try:
-                conn.send((command, arg))
-            except OSError:
-                self._broken = self._death(rank, command)
-                raise WorkerError(self._broken) from None
-        return self._gather(command, first)
+        """Send ``command`` to every rank and gather the answers (see :meth:`Workers._gather`)."""
+        if self._closed:
+            raise WorkerError("the case's workers cannot go on: closed")
+        return self.workers.call(command, arg, self._member, first)
 
     # ------------------------------------------------------------------------------- passes
 
@@ -377,14 +468,46 @@ class TorchRun(CaseRun):
 
 class TorchLauncher(Launcher):
     """Starts a parallel case on torch.distributed workers (a :class:`TorchRun`).
-    ``timeout_s`` replaces :func:`case_timeout_s` (tests use a short one)."""
+    ``timeout_s`` replaces :func:`case_timeout_s` (tests use a short one).
+
+    With ``shared``, the cases of one set-up (every decision group of its baseline, and each
+    member's measurement passes) are members of one set of workers: launched for the set-up's
+    first case, kept while its cases follow, and stopped when a case of another set-up starts,
+    when they break, or at :meth:`close` (each member's run drops what it built when it closes,
+    so a set of workers holds only the members alive). Without it, each case has workers of its
+    own, stopped when its run closes."""
 
     name = "torch"
 
-    def __init__(self, timeout_s: float | None = None) -> None:
+    def __init__(self, timeout_s: float | None = None, shared: bool = False) -> None:
         self.timeout_s = timeout_s
+        self.shared = shared
+        self._workers: Workers | None = None
+        self._setup: Case | None = None
 
     def start(self, case: Case, budget: Budget) -> TorchRun:
         if not case.is_parallel:
             raise ValueError(f"{case.id} has no parallel set-up: run it in-process")
-        return TorchRun(case, self.timeout_s or case_timeout_s(case, budget), START_S)
+        timeout_s = self.timeout_s or case_timeout_s(case, budget)
+        if not self.shared:
+            return TorchRun(case, timeout_s, START_S)
+        setup = case.baseline()
+        workers = self._workers
+        if workers is None or setup != self._setup or not workers.usable:
+            self.close()
+            workers = Workers(setup, timeout_s, START_S)
+            self._workers, self._setup = workers, setup
+        else:
+            workers.extend(timeout_s)
+        return TorchRun(case, timeout_s, START_S, workers=workers)
+
+    @property
+    def workers(self) -> Workers | None:
+        """The shared workers alive now (``None`` when none are)."""
+        return self._workers
+
+    def close(self) -> None:
+        """Stop the shared workers (nothing when there are none)."""
+        if self._workers is not None:
+            self._workers.close()
+        self._workers = self._setup = None

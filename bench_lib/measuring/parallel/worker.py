@@ -2,14 +2,22 @@
 
 :func:`serve` is the function torch's launcher starts on every rank
 (``torch.multiprocessing.start_processes(serve, args, nprocs=world)``; it is called with the
-rank first). The worker rebuilds the case from its dict (a factory given as a file path too),
-joins the process group through the coordinator's TCP store on 127.0.0.1 (gloo on CPU, nccl on
-CUDA with one GPU per rank), tells the coordinator it is ready, and then answers one command at
-a time on its pipe, each with ``("ok", result)`` or ``("error", "rank R: Type: first line")``:
+rank first). The worker rebuilds the set-up's case from its dict (a factory given as a file
+path too), joins the process group through the coordinator's TCP store on 127.0.0.1 (gloo on
+CPU, nccl on CUDA with one GPU per rank), tells the coordinator it is ready, and then answers
+one command at a time on its pipe, each ``(command, arg, member)``, with ``("ok", result)`` or
+``("error", "rank R: Type: first line")``.
+
+One set of workers holds any number of *members*: the cases of one decision group, each opened
+under a number the coordinator picks (``open``), each with its own workload, twins and watch,
+and dropped when its run closes (``drop``), so that a group's members are timed in the same
+processes and its measurement passes reuse them. Every other command names its member:
 
 ==================  ============================================================================
 command             what the rank does (every rank at once; collectives keep them in step)
 ==================  ============================================================================
+``open``            hold a new member: the case dict ``arg`` (nothing is built yet)
+``drop``            drop the member and everything it holds
 ``check``           the validity check (:mod:`.check`): a verdict
 ``build``           build the case's workload: its BuildInfo
 ``step``            one training step of the case
@@ -30,8 +38,9 @@ command             what the rank does (every rank at once; collectives keep the
 ``stop``            leave the process group and exit
 ==================  ============================================================================
 
-The commands run inside the case's effects' scope (:func:`~..effects.case_scope`: a compiled
-case's dynamo reset and recompile limit), as the pytest process's do. The worker exits when
+The commands run inside the set-up's effects' scope (:func:`~..effects.case_scope`: a compiled
+case's dynamo reset and recompile limit), as a decision group's do in the pytest process (its
+members differ only in the mechanism: one compile scope, a watch per member). The worker exits when
 told to stop or when its pipe closes (the coordinator is gone); torch's launcher also has it
 signalled if the coordinator dies.
 """
@@ -244,7 +253,6 @@ def serve(
         )
         dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
         collectives.count_gradient_collectives()
-        state = Rank(case, rank)
         # Everything alive now (torch's modules: millions of objects) goes to gc's permanent
         # generation, so that collections and the census of the memory pass walk only what
         # the case creates; no tensor of the case exists yet.
@@ -254,28 +262,41 @@ def serve(
         conn.send(("error", f"rank {rank}: {one_line(e)}"))
         return
     conn.send(("ok", os.getpid()))
-    handlers = state.handlers()
+    members: dict[int, Handlers] = {}
     try:
         with effects.case_scope(case):
-            _answer(conn, rank, handlers)
+            _answer(conn, rank, members)
     finally:
-        del state, handlers
+        members.clear()
         gc.collect()
         dist.destroy_process_group()
 
 
-def _answer(conn: Connection, rank: int, handlers: dict[str, Callable[[Any], Any]]) -> None:
-    """Answer the coordinator's commands until ``stop`` or until its pipe closes."""
+#: A member's command handlers (:meth:`Rank.handlers`).
+Handlers = dict[str, Callable[[Any], Any]]
+
+
+def _answer(conn: Connection, rank: int, members: dict[int, Handlers]) -> None:
+    """Answer the coordinator's commands until ``stop`` or until its pipe closes. ``members``
+    holds each open member's handlers (:meth:`Rank.handlers`), by its number."""
     while True:
         try:
-            command, arg = conn.recv()
+            command, arg, member = conn.recv()
         except EOFError:  # the coordinator is gone
             return
         if command == "stop":
             conn.send(("ok", None))
             return
         try:
-            result = handlers[command](arg)
+            if command == "open":
+                members[member] = Rank(Case.from_dict(arg), rank).handlers()
+                result = None
+            elif command == "drop":
+                members.pop(member, None)
+                gc.collect()
+                result = None
+            else:
+                result = members[member][command](arg)
         except Exception as e:
             conn.send(("error", f"rank {rank}: {one_line(e)}"))
         else:
