@@ -193,3 +193,30 @@ def test_chunk_size_fits_the_free_memory() -> None:
     assert group.chunk_size(footprint=1_000, free=10_000, others=5) == 5
     assert group.chunk_size(footprint=1_000, free=3_000, others=5) == 2
     assert group.chunk_size(footprint=1_000, free=500, others=5) == 1
+
+
+def test_a_run_that_fails_in_the_rounds_fails_the_members_timed_with_it() -> None:
+    """A member's run that raises in a timed value (its workers died) fails every member alive
+    in those rounds, with the reason, instead of escaping from the group."""
+    from bench_lib.measuring.budget import Budget
+    from bench_lib.measuring.launcher import launcher_for
+    from bench_lib.measuring.spec import Case
+
+    cases = [Case("mlp", 2, 8, 4, "prefix", (0,), m) for m in ("no_grad", "requires_grad")]
+    budget = Budget(group_cap_s=2.0, target_time_s=1e-3, fixed_rounds=4)
+
+    def start(case: Case):  # type: ignore[no-untyped-def]
+        run = launcher_for(case).start(case, budget)
+        if case.mechanism == "no_grad":
+
+            def dead(warm: int, steps: int) -> float:
+                raise RuntimeError("rank 1 (pid 7) killed by SIGKILL during 'value'")
+
+            run.value = dead  # type: ignore[method-assign]
+        return run
+
+    out = group.time_members(cases, budget, start)
+    for t in out.values():
+        assert t.error is not None and "killed by SIGKILL during 'value'" in t.error
+        assert t.error.startswith("the group's timed rounds failed")
+        assert not t.values

@@ -410,6 +410,8 @@ def time_members(
     step_s: dict[str, float] = {}
     t0 = Clock.now()
 
+    by_name = {name: out[c] for c, name in zip(members, labels, strict=True)}
+
     def begin(c: Case, name: str, timing: MemberTiming) -> None:
         _start_member(c, name, budget, start, timing, runs, valid, step_s)
 
@@ -435,7 +437,18 @@ def time_members(
                 for c, name, timing in chunk:
                     begin(c, name, timing)
                 if len(runs) >= 2:
-                    parts.append(_time(runs, step_s, valid, budget, margin, seed, cap_s))
+                    try:
+                        parts.append(_time(runs, step_s, valid, budget, margin, seed, cap_s))
+                    except DeviceUnavailable:
+                        raise
+                    except Exception as e:  # a member's run failed mid-rounds: none is timed
+                        why = _message(members[0], e)
+                        for name in runs:
+                            failed = by_name.get(name)
+                            if failed is not None and failed.error is None:
+                                failed.error = f"the group's timed rounds failed: {why}"
+                                failed.oom = is_oom(e)
+                        break
                 if len(chunks) > 1:
                     for _, name, _ in chunk:
                         if name in runs:
@@ -505,11 +518,16 @@ def _start_member(
             run.close()
         raise
     except Exception as e:
-        timing.error = effects.failure_message(case, e) or f"{type(e).__name__}: {e}"
-        timing.error = timing.error.splitlines()[0][:500]
+        timing.error = _message(case, e)
         timing.oom = is_oom(e)
         if run is not None:
             run.close()
+
+
+def _message(case: Case, e: BaseException) -> str:
+    """``e`` in one line, as the case's effects explain it where one claims it."""
+    text = effects.failure_message(case, e) or f"{type(e).__name__}: {e}"
+    return text.splitlines()[0][:500]
 
 
 def _time(
