@@ -107,6 +107,5 @@ GROUP_STOPS: dict[str, str] = {
     "settled": "resolved, every needed pair clear of the margin's edges",
     "borderline": "resolved, a needed pair still across an edge when the cap was spent",
     "cap": "not resolved when its time cap was spent",
-    "out_of_reach": "not resolved, and the rounds resolution needs far beyond its cap",
     "last_look": "the last look reached",
 }

@@ -20,13 +20,10 @@ mechanism here", so its members are timed together:
   most ``margin`` wide in full ((high - low) / ratio). It stops there when no needed pair's
   interval crosses an edge, ``1 - margin`` or ``1 + margin`` (a pair across an edge is a call
   another run may make the other way: the rounds go on, within the cap, until it clears or the
-  cap is spent; it then counts as *borderline*). It stops unresolved when its time cap is spent,
-  or early when resolution is out of its reach: when the rounds it would need (``rounds *
-  (widest / margin)**2``) are more than :data:`OUT_OF_REACH` times the rounds the cap (and the
-  last look) allows at the pace so far. Then each pair is classified once: **equivalent** when
-  its interval lies inside ``1 +/- margin``, **distinct** otherwise (at that width a distinct
-  interval excludes 1). Neither extension changes a call on identical twins: their intervals
-  hold 1, far from the edges.
+  cap is spent; it then counts as *borderline*). It stops unresolved when its time cap is spent.
+  Then each pair is classified once: **equivalent** when its interval lies inside
+  ``1 +/- margin``, **distinct** otherwise (at that width a distinct interval excludes 1). The
+  edge rule changes no call on identical twins: their intervals hold 1, far from the edges.
 
 The clock is :class:`~bench_lib.measuring.stats.Clock` (tests replace it with a fake).
 """
@@ -50,7 +47,6 @@ from .verify import Verdict
 
 __all__ = [
     "LOOKS",
-    "OUT_OF_REACH",
     "TWIN",
     "VALUE_STEPS",
     "WARM_STEPS",
@@ -63,7 +59,6 @@ __all__ = [
     "design_label",
     "group_key",
     "groups_of",
-    "out_of_reach",
     "pair_result",
     "time_group",
     "time_members",
@@ -81,10 +76,6 @@ LONG_STEP_S = 0.1
 #: The rounds at which the stop rule looks (never in between: fewer looks, fewer chances for
 #: noise to stop a group early).
 LOOKS: tuple[int, ...] = (8, 12, 16, 24, 32, 48, 64)
-#: An unresolved group stops at a look when the rounds it would need exceed this many times the
-#: rounds its cap allows: the width reached after a few rounds is itself noisy (at 8 rounds
-#: it is off by a third either way), so only a group far out of reach stops before its cap.
-OUT_OF_REACH = 2.0
 
 
 def williams_orders(n: int, seed: int) -> list[list[int]]:
@@ -144,14 +135,6 @@ def crosses_edge(pair: PairResult, margin: float) -> bool:
     if pair.low is None or pair.high is None:
         return False
     return any(pair.low < edge < pair.high for edge in (1 - margin, 1 + margin))
-
-
-def out_of_reach(rounds: int, widest: float, margin: float, reachable: float) -> bool:
-    """Whether the rounds that resolution would need (widths shrink as 1/sqrt(rounds):
-    ``rounds * (widest / margin)**2``) exceed :data:`OUT_OF_REACH` times ``reachable``."""
-    if math.isinf(widest):
-        return False
-    return rounds * (widest / margin) ** 2 > OUT_OF_REACH * reachable
 
 
 def classify(pair: PairResult, margin: float) -> str:
@@ -273,10 +256,6 @@ def time_group(
                 stop = "last_look"
             elif elapsed >= cap_s:
                 stop = "borderline" if resolved else "cap"
-            elif not resolved and out_of_reach(
-                rounds, widest, margin, min(looks[-1], rounds * cap_s / max(elapsed, 1e-9))
-            ):
-                stop = "out_of_reach"
             else:
                 continue
             break
