@@ -176,3 +176,18 @@ def test_frozen_prefix_saves_memory_against_the_baseline():
         w.step()
         peaks[mech] = memory.measure_peak_memory(w).peak_memory_bytes
     assert peaks["requires_grad"] < peaks["optimizer_only"] <= peaks["none"]
+
+
+def test_a_workload_flushes_denormals_so_a_long_group_does_not_slow_its_baseline() -> None:
+    """A fixed batch trained for hundreds of steps drives gradients and moments into the
+    denormal range, where x86 arithmetic slows many times (devices.flush_denormals); every
+    workload build flushes them to zero, and the machine info records it."""
+    from bench_lib.measuring import devices, env
+
+    torch.set_flush_denormal(False)
+    tiny = torch.tensor([1e-39], dtype=torch.float32)
+    assert (tiny * 1.0).item() != 0.0  # a denormal survives arithmetic by default
+    build_workload(Case("mlp", 2, 8, 4, "prefix", (0,), "requires_grad"))
+    assert (tiny * 1.0).item() == 0.0
+    assert devices.flush_denormals() is True
+    assert env.machine_info()["flush_denormal"] is True

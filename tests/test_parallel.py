@@ -466,3 +466,26 @@ def test_a_transformers_baseline_gets_the_reference_gradients(model: str, parall
     case = Case(model, 2, 32, 2, parallel=parallel, world=2, extra=(("seq_len", 8),))
     (v,) = _run(case, TorchRun.check)
     assert v.verdict == "ok", v.detail
+
+
+@pytest.mark.usefixtures("clean")
+def test_the_session_stops_a_set_ups_workers_after_its_last_case() -> None:
+    from bench_lib.measuring.session import Plan, Session
+
+    cases = [mlp("prefix", "requires_grad", "ddp"), mlp("middle", "requires_grad", "ddp")]
+    plan = Plan("test", 0, cases, [], TINY, None, "")
+    session = Session(plan, None, resume=False)
+    session.select(cases)
+    try:
+        launcher = session.launcher(cases[0])
+        assert isinstance(launcher, TorchLauncher) and session.launcher(cases[1]) is launcher
+        first = launcher.start(cases[0], TINY)
+        first.close()
+        pids = first.pids
+        session.add_record(cases[0], {"case_id": cases[0].id}, None)
+        assert launcher.workers is not None and launcher.workers.pids == pids  # one to go
+        launcher.start(cases[1], TINY).close()
+        session.add_record(cases[1], {"case_id": cases[1].id}, None)
+        assert launcher.workers is None and _gone(pids)
+    finally:
+        session.close()

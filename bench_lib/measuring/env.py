@@ -9,6 +9,8 @@ from typing import Any
 import psutil
 import torch
 
+from . import devices
+
 __all__ = ["cpu_model", "machine_info"]
 
 
@@ -41,4 +43,6 @@ def machine_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        # Denormals flushed to zero on CPU (devices.flush_denormals: every workload sets it).
+        "flush_denormal": devices.flush_denormals(),
     }

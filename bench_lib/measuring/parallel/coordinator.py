@@ -288,7 +288,9 @@ class Workers:
                     grace_end = time.monotonic() + STOP_GRACE_S
             for obj in ready:
                 if obj in sentinels and sentinels[obj] in pending:
-                    raise self._fail(self._death(sentinels[obj], command))
+                    death = self._death(sentinels[obj], command)
+                    # After a rank's error, that error is the cause; the death its consequence.
+                    raise self._fail(early[0] or death if early is not None else death)
         if early is None:
             return replies
         error, accepted = early

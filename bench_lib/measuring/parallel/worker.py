@@ -60,7 +60,7 @@ import psutil
 import torch
 import torch.distributed as dist
 
-from .. import adapters, effects, flops, memory, phases
+from .. import adapters, devices, effects, flops, memory, phases
 from ..caserun import BuildInfo, calibration_steps
 from ..spec import Case
 from ..training import Workload
@@ -174,9 +174,9 @@ class Rank:
 
     def memory(self) -> dict[str, Any]:
         """This rank's peak: everything the worker holds when the step starts (it holds nothing
-        but its case: parameters, gradients, optimizer state, batch, the set-up's own buffers;
-        DDP's bucket buffers, which only C++ holds, from the hook's count) plus the highest rise
-        during the step."""
+        but this case, its group's other members dropped before the passes: parameters,
+        gradients, optimizer state, batch, the set-up's own buffers; DDP's bucket buffers, which
+        only C++ holds, from the hook's count) plus the highest rise during the step."""
         w = self.w
         buckets = self._bucket_bytes()
         gc.collect()
@@ -245,6 +245,7 @@ def serve(
 
         case = Case.from_dict(case_dict)
         pin_core(rank, world)
+        devices.flush_denormals()  # before the check's steps, as in the pytest process
         if case.device == "cuda":
             torch.cuda.set_device(rank_device(case.device, rank))
         timeout = timedelta(seconds=timeout_s)
