@@ -83,8 +83,9 @@ FIELDS: dict[str, Field] = {
     ),
     "rounds": Field(
         "values",
-        "timed values: one per round of the case's decision group, each the mean of "
-        "VALUE_STEPS steps (pytest-benchmark's rounds and stats.data, in seconds per step)",
+        "timed values: one per round of the case's decision group, each the mean of the "
+        "value's steps (4 or more: `timing_design` says how many; pytest-benchmark's rounds "
+        "and stats.data, in seconds per step)",
     ),
     "status": Field("-", "`ok`, `oom` (out of memory) or `error`"),
     "status_message": Field("-", "the error message", "status is `ok`"),

@@ -209,3 +209,23 @@ def test_a_run_that_fails_in_the_rounds_fails_the_members_timed_with_it() -> Non
         assert t.error is not None and "killed by SIGKILL during 'value'" in t.error
         assert t.error.startswith("the group's timed rounds failed")
         assert not t.values
+
+
+def test_each_members_values_last_at_least_8_ms() -> None:
+    assert group.steps_per_value(0.0005) == 16  # 8 ms / 0.5 ms
+    assert group.steps_per_value(0.0001) == group.MAX_VALUE_STEPS  # 80 wanted, 32 at most
+    assert group.steps_per_value(0.005) == group.VALUE_STEPS  # 2 would do: 4 at least
+    assert group.steps_per_value(0.0) == group.VALUE_STEPS
+    # Each member its own length; a long step anywhere makes one-step values for all.
+    assert group._value_shape({"a": 0.0005, "b": 0.002}) == ({"a": 16, "b": 4}, group.WARM_STEPS)
+    assert group._value_shape({"a": 0.0005, "b": group.LONG_STEP_S}) == ({"a": 1, "b": 1}, 0)
+    label = group.design_label(0, 0.05, 8.0, [4, 16])
+    assert "values of 4-16 steps by member (at least 8 ms each) after 2 warm step(s)" in label
+
+
+def test_members_with_values_of_different_lengths_pair_in_seconds_per_step(fake):
+    clock = fake(7, 0.02)
+    steps = {"fast": clock.step(0.0005), "slow": clock.step(0.002)}
+    result = time_group(steps, dict.fromkeys(steps, True), margin=0.05, cap_s=1e9,
+                        value_steps={"fast": 16, "slow": 4})  # fmt: skip
+    assert 3.8 < result.pair("slow", "fast").ratio < 4.2

@@ -23,7 +23,7 @@ import numpy as np
 from ..journal import JournalError, parse_journal
 from .budget import SMOKE_ROUNDS, Budget
 from .effects import active as effects_active
-from .group import VALUE_STEPS, WARM_STEPS
+from .group import WARM_STEPS, steps_per_value
 from .spec import Case, CaseError
 
 __all__ = [
@@ -118,8 +118,8 @@ class CostModel:
 
     def steps(self, case: Case, budget: Budget) -> int:
         """Steps of a case: its share of its decision group's rounds (each member runs
-        ``WARM_STEPS + VALUE_STEPS`` steps a round; a group of ``m`` members also times its
-        baseline, so a member's share is about ``(m + 1) / m`` of its own; 1.25 for the
+        ``WARM_STEPS + steps_per_value(step)`` steps a round; a group of ``m`` members also
+        times its baseline, so a member's share is about ``(m + 1) / m`` of its own; 1.25 for the
         typical 4 to 6 members), the rounds expected at the margin (or the fixed rounds), the
         measurement passes and its calibration."""
         if budget.smoke:
@@ -128,7 +128,7 @@ class CostModel:
             rounds = budget.fixed_rounds
         else:
             rounds = EXPECTED_ROUNDS
-        group = math.ceil(1.25 * rounds * (VALUE_STEPS + WARM_STEPS))
+        group = math.ceil(1.25 * rounds * (steps_per_value(self.step_seconds(case)) + WARM_STEPS))
         passes = 0 if budget.smoke else budget.warmup_rounds + budget.phase_reps + _FIXED_STEPS
         twin = 2 * budget.ratio_pairs if any(e.twin for e in effects_active(case)) else 0
         return group + passes + twin

@@ -8,7 +8,8 @@ mechanism here", so its members are timed together:
 * **Rounds.** Each round times one *value* of every member, in a balanced order (a Williams
   design: every member follows every other equally often across a cycle of orders, so carry-over
   from the previous member cancels), seeded and recorded. A value is :data:`VALUE_STEPS` steps of
-  the member, after :data:`WARM_STEPS` untimed steps whenever the member changes (so caches
+  the member (more where its steps are short: a value lasts at least :data:`MIN_VALUE_S`),
+  after :data:`WARM_STEPS` untimed steps whenever the member changes (so caches
   carry over equally: a step right after a switch pays the switch, and a 1-step value would pull
   every ratio towards 1). gc is off inside a value and collects between rounds; each step
   synchronizes its device.
@@ -47,6 +48,8 @@ from .verify import Verdict
 
 __all__ = [
     "LOOKS",
+    "MAX_VALUE_STEPS",
+    "MIN_VALUE_S",
     "TWIN",
     "VALUE_STEPS",
     "WARM_STEPS",
@@ -60,6 +63,7 @@ __all__ = [
     "group_key",
     "groups_of",
     "pair_result",
+    "steps_per_value",
     "time_group",
     "time_members",
     "williams_orders",
@@ -69,6 +73,13 @@ __all__ = [
 #: by how well the ratio agrees with long interleaved blocks (see ``docs/measuring.md``).
 VALUE_STEPS = 4
 WARM_STEPS = 2
+#: A value lasts at least this long for the fastest member (more steps, up to
+#: :data:`MAX_VALUE_STEPS`): sub-millisecond steps in 4-step values carried 2-3 times the noise
+#: per second of timing that 8 to 16 steps did (mlp d4 w64 b16, 0.5-0.8 ms a step: noise per
+#: value 12% at 4 steps, 6% at 8, 4% at 16; mlp d8 w256 all-but-head, 1.1 ms: 4.6% at 4, 2.9%
+#: at 8), while values of 20 ms or more gain nothing from being longer.
+MIN_VALUE_S = 0.008
+MAX_VALUE_STEPS = 32
 #: A step at least this long is its own value, without warm steps: next to it a switch costs
 #: nothing measurable (BERT d4 w128, about 60 ms a step, agreed with long blocks within 1.4%
 #: with one-step values), and a big model cannot afford six steps per member per round.
@@ -174,10 +185,21 @@ class GroupResult:
 
 
 def design_label(
-    seed: int, margin: float, cap_s: float, value_steps: int = VALUE_STEPS, warm: int = WARM_STEPS
+    seed: int,
+    margin: float,
+    cap_s: float,
+    value_steps: Sequence[int] = (VALUE_STEPS,),
+    warm: int = WARM_STEPS,
 ) -> str:
+    """The ``timing_design`` text; ``value_steps`` are the members' value lengths (one, or the
+    least and the most where they differ)."""
+    lengths = (
+        f"{value_steps[0]} steps" if len(set(value_steps)) == 1
+        else f"{min(value_steps)}-{max(value_steps)} steps by member (at least "
+        f"{MIN_VALUE_S * 1e3:g} ms each)"
+    )  # fmt: skip
     return (
-        f"williams seed {seed}; values of {value_steps} steps after {warm} warm step(s) "
+        f"williams seed {seed}; values of {lengths} after {warm} warm step(s) "
         f"at each switch; looks at {','.join(map(str, LOOKS))} rounds; margin {margin:g}; "
         f"cap {cap_s:g} s"
     )
@@ -204,7 +226,7 @@ def time_group(
     seed: int = 0,
     looks: Sequence[int] = LOOKS,
     min_rounds: int | None = None,
-    value_steps: int | None = None,
+    value_steps: int | Mapping[str, int] | None = None,
     warm_steps: int | None = None,
     timers: Mapping[str, Callable[[int, int], float]] | None = None,
 ) -> GroupResult:
@@ -213,10 +235,14 @@ def time_group(
     first look always completes). ``valid`` says which members may be recommended (only they
     make needed pairs). ``min_rounds`` (default: the first look) is the least rounds run.
     ``timers`` (name -> ``(warm, n)`` -> seconds per step) time a member's value where its
-    steps run (a parallel member's workers) instead of here."""
-    value_n = VALUE_STEPS if value_steps is None else value_steps
-    warm_n = WARM_STEPS if warm_steps is None else warm_steps
+    steps run (a parallel member's workers) instead of here. ``value_steps`` is the steps of a
+    value, for all members or by member; ``warm_steps`` the untimed steps at each switch."""
     names = list(steps)
+    if value_steps is None or isinstance(value_steps, int):
+        value_n = dict.fromkeys(names, VALUE_STEPS if value_steps is None else value_steps)
+    else:
+        value_n = dict(value_steps)
+    warm_n = WARM_STEPS if warm_steps is None else warm_steps
     orders = williams_orders(len(names), seed)
     values: dict[str, list[float]] = {n: [] for n in names}
     start = Clock.now()
@@ -235,9 +261,9 @@ def time_group(
             for i in order:
                 name = names[i]
                 if timers is not None:
-                    values[name].append(timers[name](warm_n, value_n))
+                    values[name].append(timers[name](warm_n, value_n[name]))
                 else:
-                    values[name].append(timed_value(steps[name], warm_n, value_n))
+                    values[name].append(timed_value(steps[name], warm_n, value_n[name]))
             if gc_was:
                 gc.enable()
             gc.collect()
@@ -268,7 +294,7 @@ def time_group(
         rounds,
         resolved,
         widest,
-        design_label(seed, margin, cap_s, value_n, warm_n),
+        design_label(seed, margin, cap_s, sorted(set(value_n.values())), warm_n),
         Clock.now() - start,
         needed,
         stop,
@@ -528,32 +554,42 @@ def _time(
     first = min(max(looks[0], _min_rounds(budget, alive)), looks[-1])
     value_n, warm_n = _value_shape(alive)
     if budget.cap_rounds and alive:
-        per_round = sum(alive.values()) * (value_n + warm_n)
+        per_round = sum(s * (value_n[n] + warm_n) for n, s in alive.items())
         cap_s = max(cap_s, budget.cap_rounds * per_round)
     return time_group(
         {name: run.step for name, run in runs.items()}, valid, margin=margin, cap_s=cap_s,
-        seed=seed, looks=looks, min_rounds=first, value_steps=value_n, warm_steps=warm_n,
+        seed=seed, looks=looks, min_rounds=first,
+        value_steps={n: value_n.get(n, VALUE_STEPS) for n in runs}, warm_steps=warm_n,
         timers={name: run.value for name, run in runs.items()},
     )  # fmt: skip
 
 
-def _value_shape(step_s: Mapping[str, float]) -> tuple[int, int]:
-    """Steps of a value and warm steps at each switch: one step without warm steps where the
-    slowest member's step is long (:data:`LONG_STEP_S`), else :data:`VALUE_STEPS` after
-    :data:`WARM_STEPS`."""
+def _value_shape(step_s: Mapping[str, float]) -> tuple[dict[str, int], int]:
+    """Each member's steps in a value, and the warm steps at each switch: one step without warm
+    steps where the slowest member's step is long (:data:`LONG_STEP_S`), else
+    :func:`steps_per_value` of each member's step after :data:`WARM_STEPS` (a value is seconds
+    per step, so members with values of different lengths still pair)."""
     if step_s and max(step_s.values()) >= LONG_STEP_S:
-        return 1, 0
-    return VALUE_STEPS, WARM_STEPS
+        return dict.fromkeys(step_s, 1), 0
+    return {n: steps_per_value(s) for n, s in step_s.items()}, WARM_STEPS
+
+
+def steps_per_value(step_s: float) -> int:
+    """Steps in a value of a member whose step takes ``step_s``: enough for
+    :data:`MIN_VALUE_S`, at least :data:`VALUE_STEPS`, at most :data:`MAX_VALUE_STEPS`."""
+    if step_s <= 0:
+        return VALUE_STEPS
+    return min(MAX_VALUE_STEPS, max(VALUE_STEPS, math.ceil(MIN_VALUE_S / step_s)))
 
 
 def _min_rounds(budget: Budget, step_s: Mapping[str, float]) -> int:
-    """The least rounds for ``--bench-time`` (``target_time_s``): enough that each member gets
-    that many seconds of timed values (its steps take ``step_s``, from calibration)."""
+    """The least rounds for ``--bench-time`` (``target_time_s``): enough that the member with the
+    longest values gets that many seconds of them (steps take ``step_s``, from calibration)."""
     if budget.smoke or not step_s:
         return 1
-    slowest = max(step_s.values())
-    value_steps, _ = _value_shape(step_s)
-    return math.ceil(budget.target_time_s / (value_steps * slowest)) if slowest > 0 else 1
+    lengths, _ = _value_shape(step_s)
+    longest = max(s * lengths[n] for n, s in step_s.items())  # the longest value's seconds
+    return math.ceil(budget.target_time_s / longest) if longest > 0 else 1
 
 
 def _fill(

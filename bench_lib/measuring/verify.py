@@ -83,7 +83,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -402,17 +401,24 @@ def _forwards(case: Case, plan: FreezePlan) -> Callable[[str], int]:
 
 
 def ulp(a: Tensor) -> Tensor:
-    """The unit in the last place of ``|a|``, elementwise, in ``a``'s dtype: the gap to the next
-    larger representable value."""
-    mag = a.abs()
-    return torch.nextafter(mag, torch.full_like(mag, math.inf)) - mag
+    """The unit in the last place of ``|a|`` in ``a``'s dtype, elementwise: the gap to the next
+    larger representable value, as float64. Computed from the exponent, not by arithmetic in
+    ``a``'s dtype, so that the suite's flush-to-zero mode (denormals flushed on CPU) cannot
+    zero the spacing of a denormal (that of 0 is the smallest denormal)."""
+    info = torch.finfo(a.dtype)
+    mag = a.detach().double().abs()
+    _, exponent = torch.frexp(mag)  # mag = m * 2**exponent, 0.5 <= m < 1
+    spacing = torch.ldexp(torch.full_like(mag, info.eps), exponent - 1)
+    # Below the smallest normal (0 included, whose exponent frexp gives as 0) the spacing is
+    # the smallest denormal's.
+    return torch.where(mag < info.tiny, torch.full_like(mag, info.tiny * info.eps), spacing)
 
 
 def within_ulps(before: Tensor, after: Tensor, delta: Tensor | None, k: float) -> bool:
     """Whether every element moved from ``before`` to ``after`` by at most ``k`` ulp of
     ``|before| + |delta|`` (``delta`` ``None``: 0), the ulp taken in ``before``'s dtype."""
     mag = before.double().abs() + (0.0 if delta is None else delta.double().abs())
-    bound = ulp(mag.to(before.dtype)).double() * k
+    bound = ulp(mag.to(before.dtype)) * k
     change = (after.double() - before.double()).abs()
     return bool((change <= bound).all())
 
