@@ -76,14 +76,15 @@ def test_a_member_slower_by_twice_the_margin_is_distinct(fake):
 
 
 def test_a_group_that_cannot_resolve_stops_at_its_cap(fake):
-    # A round costs 12 fake steps of 0.01 s: the cap of 3.5 s is spent at the look after 29
-    # rounds (32).
+    # A round costs 12 fake steps of 0.01 s: after 24 rounds (2.9 s) the next look, 32, would
+    # end at 3.8 s, past the cap of 3.5 s; so the group stops at 24, and never overruns it.
     clock = fake(3, 0.12)
     steps = {"base": clock.step(0.01), "m": clock.step(0.01)}
     result = time_group(steps, {"base": True, "m": True}, margin=0.05, cap_s=3.5)
     assert not result.resolved
     assert result.widest > 0.05
-    assert result.rounds == 32  # stopped by the cap, at a look
+    assert result.rounds == 24  # stopped by the cap, at a look
+    assert result.seconds <= 3.5
     assert result.stop == "cap"
 
 

@@ -22,6 +22,8 @@ mechanism here", so its members are timed together:
   interval crosses an edge, ``1 - margin`` or ``1 + margin`` (a pair across an edge is a call
   another run may make the other way: the rounds go on, within the cap, until it clears or the
   cap is spent; it then counts as *borderline*). It stops unresolved when its time cap is spent.
+  The cap is kept at the looks: a group stops at a look when the next look would end past the
+  cap at the pace so far (only the first look may overrun it).
   Then each pair is classified once: **equivalent** when its interval lies inside
   ``1 +/- margin``, **distinct** otherwise (at that width a distinct interval excludes 1). The
   edge rule changes no call on identical twins: their intervals hold 1, far from the edges.
@@ -231,12 +233,13 @@ def time_group(
     timers: Mapping[str, Callable[[int, int], float]] | None = None,
 ) -> GroupResult:
     """Time the members ``steps`` (name -> one step, device-synchronized) in rounds until the
-    needed pairs resolve at ``margin`` or ``cap_s`` seconds pass (checked at each look; the
-    first look always completes). ``valid`` says which members may be recommended (only they
-    make needed pairs). ``min_rounds`` (default: the first look) is the least rounds run.
-    ``timers`` (name -> ``(warm, n)`` -> seconds per step) time a member's value where its
-    steps run (a parallel member's workers) instead of here. ``value_steps`` is the steps of a
-    value, for all members or by member; ``warm_steps`` the untimed steps at each switch."""
+    needed pairs resolve at ``margin`` (and clear its edges), or until the next look would end
+    past ``cap_s`` seconds (checked at each look; the first look always completes). ``valid``
+    says which members may be recommended (only they make needed pairs). ``min_rounds``
+    (default: the first look) is the least rounds run. ``timers`` (name -> ``(warm, n)`` ->
+    seconds per step) time a member's value where its steps run (a parallel member's workers)
+    instead of here. ``value_steps`` is the steps of a value, for all members or by member;
+    ``warm_steps`` the untimed steps at each switch."""
     names = list(steps)
     if value_steps is None or isinstance(value_steps, int):
         value_n = dict.fromkeys(names, VALUE_STEPS if value_steps is None else value_steps)
@@ -280,7 +283,8 @@ def time_group(
                 stop = "settled"
             elif rounds >= looks[-1]:
                 stop = "last_look"
-            elif elapsed >= cap_s:
+            elif elapsed * min(x for x in looks if x > rounds) / rounds > cap_s:
+                # The next look would end past the cap at this pace: stop at this one.
                 stop = "borderline" if resolved else "cap"
             else:
                 continue
