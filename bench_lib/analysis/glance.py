@@ -170,7 +170,7 @@ def _batchnorm(f: Facts) -> list[str] | None:
     bad = _bad(cured)
     d = decide([r for r in cured if r["mechanism"] not in bad])
     # The cure's own graph cuts are the middle row's business: the row names the set only.
-    avoid = f"train mode: stats move ({len(moved)}/{len(train)}); eval: running stats, not batch's"
+    avoid = f"train mode: stats move ({len(moved)}/{len(train)}); eval: uses running stats"
     use = _use(d, "eval + ") if cured else f"eval mode ({NOT_MEASURED})"
     return ["BatchNorm", use, avoid]
 
@@ -250,7 +250,7 @@ def _no_grad(f: Facts) -> str | None:
         f"{fmt_ratio(median(values(valid, 'peak_ratio')))} its peak ({len(valid)} valid cases)"
     )
     if cut:
-        text += f"; after trainable blocks it cuts the graph ({len(cut)} of {len(rows)} cases)"
+        text += f"; after trainable blocks it cuts the graph ({len(cut)}/{len(rows)} cases)"
     return text + "."
 
 
@@ -264,9 +264,9 @@ def _optimizer_only(f: Facts) -> str | None:
     time = fmt_ratio(median(quotients(both, "time_ratio")))
     peak = fmt_ratio(median(quotients(both, "peak_memory_bytes")))
     must = (
-        f"X must be frozen when only Y is optimized in {needed} of {len(both)} cases"
+        f"X must be frozen when only Y is optimized in {needed}/{len(both)} cases"
         if needed
-        else f"X need not be frozen when only Y is optimized (correct in {len(both)} of "
+        else f"X need not be frozen when only Y is optimized (correct in {len(both)}/"
         f"{len(both)} cases)"
     )
     return f"{must}, but not freezing it costs {time} the time and {peak} the peak."
