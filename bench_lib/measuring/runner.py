@@ -256,7 +256,6 @@ def warm_up_process(device: str) -> None:
     measured is not the slowest for reasons of its own; then measure the workspace the libraries
     keep (``workspace_bytes``), and freeze what is alive out of gc's sight. Raises
     :class:`DeviceUnavailable` for an absent device."""
-    devices.flush_denormals()  # before any model of a case runs (the validity check too)
     for case in _WARM_UP_CASES[device]:
         w = build_workload(case)
         for _ in range(3):

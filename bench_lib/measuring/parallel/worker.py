@@ -8,10 +8,11 @@ CPU, nccl on CUDA with one GPU per rank), tells the coordinator it is ready, and
 one command at a time on its pipe, each ``(command, arg, member)``, with ``("ok", result)`` or
 ``("error", "rank R: Type: first line")``.
 
-One set of workers holds any number of *members*: the cases of one decision group, each opened
-under a number the coordinator picks (``open``), each with its own workload, twins and watch,
-and dropped when its run closes (``drop``), so that a group's members are timed in the same
-processes and its measurement passes reuse them. Every other command names its member:
+One set of workers holds any number of *members*: the cases of one set-up (every decision
+group of its baseline), each opened under a number the coordinator picks (``open``), each with
+its own workload, twins and watch, and dropped when its run closes (``drop``), so that a
+group's members are timed in the same processes and their measurement passes reuse them.
+Every other command names its member:
 
 ==================  ============================================================================
 command             what the rank does (every rank at once; collectives keep them in step)
