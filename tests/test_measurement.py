@@ -191,3 +191,35 @@ def test_a_workload_flushes_denormals_so_a_long_group_does_not_slow_its_baseline
     assert (tiny * 1.0).item() == 0.0
     assert devices.flush_denormals() is True
     assert env.machine_info()["flush_denormal"] is True
+
+
+def test_release_settles_a_grown_heap_into_the_permanent_generation(monkeypatch) -> None:
+    """What a lazily imported library leaves alive is frozen once a case is over, so that the
+    collections between a group's rounds stop walking it; garbage is collected first, and
+    nothing is frozen when the collection was fast or where a case may still be alive."""
+    import gc
+    import weakref
+
+    from bench_lib.measuring import caserun
+
+    class Box(list):  # a list that can be weakly referenced
+        pass
+
+    survivors = [[i] for i in range(50_000)]  # tracked objects, alive
+    cyclic = Box()
+    cyclic.append(cyclic)  # garbage only a collection frees
+    ref = weakref.ref(cyclic)
+    del cyclic
+
+    monkeypatch.setattr(caserun, "SLOW_COLLECT_S", float("inf"))
+    frozen = gc.get_freeze_count()
+    caserun.release(settle=True)  # fast: nothing frozen
+    assert gc.get_freeze_count() == frozen
+    assert ref() is None  # the cycle was collected
+
+    monkeypatch.setattr(caserun, "SLOW_COLLECT_S", 0.0)
+    caserun.release()  # not a settling point: nothing frozen
+    assert gc.get_freeze_count() == frozen
+    caserun.release(settle=True)
+    assert gc.get_freeze_count() >= frozen + len(survivors)
+    del survivors

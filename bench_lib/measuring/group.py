@@ -11,8 +11,8 @@ mechanism here", so its members are timed together:
   the member (more where its steps are short: a value lasts at least :data:`MIN_VALUE_S`),
   after :data:`WARM_STEPS` untimed steps whenever the member changes (so caches
   carry over equally: a step right after a switch pays the switch, and a 1-step value would pull
-  every ratio towards 1). gc is off inside a value and collects between rounds; each step
-  synchronizes its device.
+  every ratio towards 1). gc is off inside a value and collects the young generations between
+  rounds; each step synchronizes its device.
 * **Pairs.** Any two members form a pair: their per-round ratios, with the Hodges-Lehmann
   estimate and its 95% interval (:func:`~bench_lib.measuring.stats.hodges_lehmann`: robust to
   an outlier round like the median, and a third fewer rounds for the same width).
@@ -82,6 +82,10 @@ WARM_STEPS = 2
 #: at 8), while values of 20 ms or more gain nothing from being longer.
 MIN_VALUE_S = 0.008
 MAX_VALUE_STEPS = 32
+#: The generations collected between rounds: what a round leaves is young; a full collection
+#: would also walk every long-lived object of the process (0.17 s a round once transformers is
+#: imported, against 10-300 ms rounds).
+YOUNG = 1
 #: A step at least this long is its own value, without warm steps: next to it a switch costs
 #: nothing measurable (BERT d4 w128, about 60 ms a step, agreed with long blocks within 1.4%
 #: with one-step values), and a big model cannot afford six steps per member per round.
@@ -269,7 +273,7 @@ def time_group(
                     values[name].append(timed_value(steps[name], warm_n, value_n[name]))
             if gc_was:
                 gc.enable()
-            gc.collect()
+            gc.collect(YOUNG)
             rounds += 1
             if rounds < first_look or (rounds not in looks and rounds < looks[-1]):
                 continue
@@ -486,6 +490,7 @@ def time_members(
                 run.close()
             runs.clear()
             release()
+    release(settle=True)  # the members are gone, and so is the scope (a compiled group's caches)
     return out
 
 

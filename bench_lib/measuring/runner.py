@@ -343,5 +343,5 @@ def measure_case(
             with clock("stop"):  # the record's pass_seconds is this very dict
                 run.close()
         del run
-        release()
+        release(settle=True)
     return make_record(out)
