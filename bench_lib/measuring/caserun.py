@@ -25,7 +25,7 @@ import torch
 from . import effects, stats
 from .budget import Budget
 from .flops import StepFlops
-from .memory import ByteCounts
+from .memory import CPU_FOREIGN_SLACK_BYTES, ByteCounts, process_tensor_bytes
 from .phases import PhaseTimes
 from .spec import Case
 from .training import Workload
@@ -70,10 +70,16 @@ def release(settle: bool = False) -> None:
     warm-up does (:func:`~bench_lib.measuring.runner.warm_up_process`). A library a case
     imports lazily adds hundreds of thousands of objects that every later collection walks
     again: measured on the quick profile, 0.16 s a collection after the first HF case, 57 s
-    of its 154 s in all, most of it between a group's rounds."""
+    of its 154 s in all. Not while CPU tensors of more than
+    :data:`~bench_lib.measuring.memory.CPU_FOREIGN_SLACK_BYTES` are alive: frozen, a case's
+    leak would hide from the next case's census (``foreign_bytes``)."""
     t0 = time.perf_counter()
     gc.collect()
-    if settle and time.perf_counter() - t0 > SLOW_COLLECT_S:
+    if (
+        settle
+        and time.perf_counter() - t0 > SLOW_COLLECT_S
+        and process_tensor_bytes(torch.device("cpu")) <= CPU_FOREIGN_SLACK_BYTES
+    ):
         gc.freeze()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
