@@ -25,7 +25,7 @@ import torch
 from . import effects, stats
 from .budget import Budget
 from .flops import StepFlops
-from .memory import CPU_FOREIGN_SLACK_BYTES, ByteCounts, process_tensor_bytes
+from .memory import CPU_FOREIGN_SLACK_BYTES, ByteCounts, reachable_tensor_bytes
 from .phases import PhaseTimes
 from .spec import Case
 from .training import Workload
@@ -78,7 +78,7 @@ def release(settle: bool = False) -> None:
     if (
         settle
         and time.perf_counter() - t0 > SLOW_COLLECT_S
-        and process_tensor_bytes(torch.device("cpu")) <= CPU_FOREIGN_SLACK_BYTES
+        and reachable_tensor_bytes(torch.device("cpu")) <= CPU_FOREIGN_SLACK_BYTES
     ):
         gc.freeze()
     if torch.cuda.is_available():

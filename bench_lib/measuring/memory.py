@@ -49,6 +49,7 @@ __all__ = [
     "measure_peak_memory",
     "measure_workspace",
     "process_tensor_bytes",
+    "reachable_tensor_bytes",
     "storage_bytes",
     "workspace_bytes",
 ]
@@ -174,8 +175,14 @@ def _reachable_tensors(device: torch.device) -> list[Tensor]:
 
 def process_tensor_bytes(device: torch.device) -> int:
     """Bytes of the distinct storages of every tensor on ``device``'s type that gc can reach in
-    this process: the live state of a worker process, which holds nothing but its case."""
+    this process, after a collection: the live state of a worker process, which holds nothing
+    but its case."""
     gc.collect()
+    return reachable_tensor_bytes(device)
+
+
+def reachable_tensor_bytes(device: torch.device) -> int:
+    """:func:`process_tensor_bytes` without its collection (the caller has just collected)."""
     return storage_bytes(_reachable_tensors(device))
 
 
